@@ -1,0 +1,164 @@
+package actors
+
+import (
+	"net/netip"
+	"time"
+)
+
+// allocator is the address pool's bookkeeping, kept free of actors so it
+// can be table-tested. Owners are opaque strings (session PID ids).
+//
+// Reuse policy: a released address is reserved for the client IPv6 address
+// that held it until the grace period ends, so a reconnecting client gets
+// its old address back; other clients get unreserved addresses first, and
+// a reserved one only when nothing else is free (serving a new client
+// beats keeping a promise to one that may never return).
+type allocator struct {
+	first, last netip.Addr // leasable range, inclusive
+	size        int
+	next        netip.Addr // round-robin cursor: spreads reuse out in time
+	grace       time.Duration
+	byAddr      map[netip.Addr]string
+	byOwner     map[string]netip.Addr
+	reserved    map[netip.Addr]reservation
+	byClient    map[netip.Addr]netip.Addr // client IPv6 -> reserved IPv4
+}
+
+type reservation struct {
+	client netip.Addr
+	until  time.Time
+}
+
+// newAllocator leases prefix's hosts except the first (the server's) and the
+// network and broadcast addresses.
+func newAllocator(prefix netip.Prefix, grace time.Duration) *allocator {
+	network := prefix.Masked().Addr()
+	first := network.Next().Next()
+	last := broadcast(prefix).Prev()
+	return &allocator{
+		first:    first,
+		last:     last,
+		size:     1<<(32-prefix.Bits()) - 3,
+		next:     first,
+		grace:    grace,
+		byAddr:   make(map[netip.Addr]string),
+		byOwner:  make(map[string]netip.Addr),
+		reserved: make(map[netip.Addr]reservation),
+		byClient: make(map[netip.Addr]netip.Addr),
+	}
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// allocate gives owner an address: the one it already has, else the one
+// reserved for client, else a free one. ok is false when the pool is full.
+func (a *allocator) allocate(owner string, client netip.Addr, now time.Time) (netip.Addr, bool) {
+	if addr, ok := a.byOwner[owner]; ok {
+		return addr, true
+	}
+	if addr, ok := a.byClient[client]; ok && a.isFree(addr) {
+		a.take(owner, addr)
+		return addr, true
+	}
+	if addr, ok := a.scan(func(x netip.Addr) bool { return a.isFree(x) && !a.isReserved(x, now) }); ok {
+		a.take(owner, addr)
+		return addr, true
+	}
+	if addr, ok := a.scan(a.isFree); ok {
+		a.take(owner, addr)
+		return addr, true
+	}
+	return netip.Addr{}, false
+}
+
+// claim records that owner already holds addr (a live session restating
+// its lease to a restarted pool). It fails if someone else holds addr.
+func (a *allocator) claim(owner string, addr netip.Addr) bool {
+	if !a.inRange(addr) {
+		return false
+	}
+	if cur, ok := a.byAddr[addr]; ok {
+		return cur == owner
+	}
+	if old, ok := a.byOwner[owner]; ok && old != addr {
+		return false
+	}
+	a.take(owner, addr)
+	return true
+}
+
+// release frees owner's address and reserves it for client. It reports the
+// address released, if any; releasing twice is harmless.
+func (a *allocator) release(owner string, client netip.Addr, now time.Time) (netip.Addr, bool) {
+	addr, ok := a.byOwner[owner]
+	if !ok {
+		return netip.Addr{}, false
+	}
+	delete(a.byOwner, owner)
+	delete(a.byAddr, addr)
+	if client.IsValid() && a.grace > 0 {
+		if old, ok := a.byClient[client]; ok {
+			delete(a.reserved, old)
+		}
+		a.reserved[addr] = reservation{client: client, until: now.Add(a.grace)}
+		a.byClient[client] = addr
+	}
+	return addr, true
+}
+
+func (a *allocator) take(owner string, addr netip.Addr) {
+	a.byAddr[addr] = owner
+	a.byOwner[owner] = addr
+	if r, ok := a.reserved[addr]; ok {
+		delete(a.reserved, addr)
+		delete(a.byClient, r.client)
+	}
+}
+
+func (a *allocator) isFree(addr netip.Addr) bool {
+	_, used := a.byAddr[addr]
+	return !used
+}
+
+func (a *allocator) isReserved(addr netip.Addr, now time.Time) bool {
+	r, ok := a.reserved[addr]
+	if ok && !now.Before(r.until) {
+		delete(a.reserved, addr)
+		delete(a.byClient, r.client)
+		return false
+	}
+	return ok
+}
+
+func (a *allocator) inRange(addr netip.Addr) bool {
+	return addr.Is4() && a.first.Compare(addr) <= 0 && addr.Compare(a.last) <= 0
+}
+
+// scan walks the range once from the cursor and returns the first address
+// for which ok holds, advancing the cursor past it.
+func (a *allocator) scan(ok func(netip.Addr) bool) (netip.Addr, bool) {
+	if len(a.byAddr) >= a.size {
+		return netip.Addr{}, false
+	}
+	x := a.next
+	for range a.size {
+		cand := x
+		if x = x.Next(); !a.inRange(x) {
+			x = a.first
+		}
+		if ok(cand) {
+			a.next = x
+			return cand, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// leased is the number of addresses in use.
+func (a *allocator) leased() int { return len(a.byAddr) }

@@ -1,0 +1,104 @@
+// Package actors is the 4over6d engine: a Supervisor that accepts client
+// connections and spawns one Session actor per connection, an AddressPool
+// that owns the leases, a Router that owns the IPv4-to-session map, and a
+// TUN actor that owns the device. They share no mutable state: every
+// change of ownership is a message (see docs/design.md).
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/4over6d/4over6d/tun"
+)
+
+// Defaults from the lab protocol (PROTOCOL.md): clients expect a heartbeat
+// every 20 s and consider 60 s of silence a dead link.
+const (
+	DefaultHeartbeat        = 20 * time.Second
+	DefaultTimeout          = 60 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultGrace            = 5 * time.Minute
+	DefaultQueuePackets     = 1024
+)
+
+// Config is everything the engine needs from its owner. Listener and
+// Device are created by the caller (the real binary or a test) so the
+// engine can run on a real TUN or on the in-memory fake.
+type Config struct {
+	Listener net.Listener
+	Device   tun.Device
+	// Pool is the IPv4 prefix leased to clients; its first host is the
+	// server's own address and is never leased.
+	Pool  netip.Prefix
+	Route netip.Addr
+	DNS   [3]netip.Addr
+	// Heartbeat is how often a 104 goes to each assigned client.
+	Heartbeat time.Duration
+	// Timeout is how long a client may stay silent before it is dropped;
+	// a write that makes no progress for as long also drops it.
+	Timeout time.Duration
+	// HandshakeTimeout bounds the time from accept to the first 100.
+	HandshakeTimeout time.Duration
+	// Grace is how long a released address stays reserved for the same
+	// client IPv6 address.
+	Grace time.Duration
+	// MaxSessions caps concurrent sessions; 0 means the pool size limits.
+	MaxSessions int
+	// QueuePackets bounds each session's queue towards its client.
+	QueuePackets int
+	Logger       *slog.Logger
+	Metrics      *Metrics
+}
+
+// withDefaults fills zero fields, so tests and the binary share defaults.
+func (c Config) withDefaults() Config {
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.QueuePackets == 0 {
+		c.QueuePackets = DefaultQueuePackets
+	}
+	if !c.Route.IsValid() {
+		c.Route = netip.IPv4Unspecified()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = &Metrics{}
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Listener == nil:
+		return errors.New("config: no listener")
+	case c.Device == nil:
+		return errors.New("config: no TUN device")
+	case !c.Pool.IsValid() || !c.Pool.Addr().Is4():
+		return fmt.Errorf("config: pool %v is not an IPv4 prefix", c.Pool)
+	case c.Pool.Bits() > 30:
+		return fmt.Errorf("config: pool %v has no room for clients (need /30 or larger)", c.Pool)
+	}
+	for i, d := range c.DNS {
+		if !d.Is4() {
+			return fmt.Errorf("config: DNS server %d (%v) is not an IPv4 address", i+1, d)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,306 @@
+package actors
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/tuntest"
+)
+
+const wait = 5 * time.Second
+
+func replyAddr(t *testing.T, f messages.Frame) netip.Addr {
+	t.Helper()
+	r, err := messages.ParseIPReply(f.Payload)
+	if err != nil {
+		t.Fatalf("parse 101 %q: %v", f.Payload, err)
+	}
+	return r.Addr
+}
+
+func TestAssignmentGivesDistinctAddressesAndExactReply(t *testing.T) {
+	h := newHarness(t)
+	seen := map[netip.Addr]bool{}
+	for range 4 {
+		c := h.dial()
+		c.send(messages.TypeIPRequest, nil)
+		f := c.next(wait)
+		if f.Type != messages.TypeIPReply {
+			t.Fatalf("first frame type %d, want 101", f.Type)
+		}
+		addr := replyAddr(t, f)
+		want := messages.AppendFrame(nil, messages.TypeIPReply,
+			[]byte(addr.String()+" 0.0.0.0 198.51.100.53 198.51.100.54 203.0.113.53 \x00"))
+		if got := messages.AppendFrame(nil, f.Type, f.Payload); !bytes.Equal(got, want) {
+			t.Fatalf("101 frame = %q, want %q", got, want)
+		}
+		if seen[addr] || !testPool.Contains(addr) || addr == serverAddr || addr == testPool.Addr() {
+			t.Fatalf("bad or duplicate address %v (seen: %v)", addr, seen)
+		}
+		seen[addr] = true
+	}
+	if n := h.leaseCount(); n != 4 {
+		t.Fatalf("pool holds %d leases, want 4", n)
+	}
+}
+
+func TestRepeatedRequestGetsSameAddress(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	c.send(messages.TypeIPRequest, nil)
+	if got := replyAddr(t, c.next(wait)); got != c.addr {
+		t.Fatalf("second 101 = %v, first was %v", got, c.addr)
+	}
+	if n := h.leaseCount(); n != 1 {
+		t.Fatalf("pool holds %d leases, want 1", n)
+	}
+}
+
+func TestClientPacketReachesTUN(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	pkt := ping(c.addr, inetHost, 1)
+	// Trailing junk after the IPv4 total length is trimmed, as some
+	// clients send fixed-size payloads.
+	c.send(messages.TypeDataRequest, append(append([]byte(nil), pkt...), 0xde, 0xad, 0xbe, 0xef))
+	if got := h.written(wait); !bytes.Equal(got, pkt) {
+		t.Fatalf("TUN got %x, want %x", got, pkt)
+	}
+	eventually(t, wait, "inbound counters", func() bool {
+		return h.srv.Metrics().PacketsIn.Load() == 1 && h.srv.Metrics().BytesIn.Load() == uint64(len(pkt))
+	})
+}
+
+func TestTUNPacketReachesOwningClientOnly(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.connect(), h.connect()
+	for seq := range uint16(3) {
+		pkt := tuntest.Pong(inetHost, b.addr, 7, seq, []byte("reply"))
+		h.dev.Inject(pkt)
+		if got := b.nextData(wait); !bytes.Equal(got, pkt) {
+			t.Fatalf("client B got %x, want %x", got, pkt)
+		}
+	}
+	if f, err := a.tryNext(100 * time.Millisecond); err == nil && f.Type == messages.TypeDataReply {
+		t.Fatal("client A received B's packet")
+	}
+	h.dev.Inject(tuntest.Pong(inetHost, netip.MustParseAddr("192.0.2.200"), 7, 1, nil))
+	eventually(t, wait, "no-route drop", func() bool { return h.srv.Metrics().Drops(DropNoRoute) == 1 })
+}
+
+func TestClientToClientThroughTUN(t *testing.T) {
+	h := newHarness(t)
+	h.dev.SetLoopback(testPool)
+	a, b := h.connect(), h.connect()
+	pkt := ping(a.addr, b.addr, 9)
+	a.send(messages.TypeDataRequest, pkt)
+	if got := b.nextData(wait); !bytes.Equal(got, pkt) {
+		t.Fatalf("client B got %x, want %x", got, pkt)
+	}
+}
+
+func TestDropsAreCountedAndSessionSurvives(t *testing.T) {
+	tests := []struct {
+		name   string
+		reason DropReason
+		packet func(own, other netip.Addr) []byte
+	}{
+		{"spoofed as another client", DropSpoofed, func(_, other netip.Addr) []byte { return ping(other, inetHost, 1) }},
+		{"spoofed outside the pool", DropSpoofed, func(netip.Addr, netip.Addr) []byte {
+			return ping(netip.MustParseAddr("203.0.113.5"), inetHost, 1)
+		}},
+		{"not IPv4", DropNotIPv4, func(netip.Addr, netip.Addr) []byte { return []byte{0x60, 0, 0, 0, 0, 0, 0, 0} }},
+		{"total length beyond payload", DropNotIPv4, func(own, _ netip.Addr) []byte { return ping(own, inetHost, 1)[:24] }},
+		{"larger than the MTU", DropTooBig, func(own, _ netip.Addr) []byte {
+			return tuntest.UDP(netip.AddrPortFrom(own, 1), netip.AddrPortFrom(inetHost, 9), make([]byte, 1600))
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a, b := h.connect(), h.connect()
+			a.send(messages.TypeDataRequest, tc.packet(a.addr, b.addr))
+			eventually(t, wait, tc.reason.String()+" drop", func() bool { return h.srv.Metrics().Drops(tc.reason) == 1 })
+			h.noWrite(50 * time.Millisecond)
+			good := ping(a.addr, inetHost, 2)
+			a.send(messages.TypeDataRequest, good)
+			if got := h.written(wait); !bytes.Equal(got, good) {
+				t.Fatalf("after the drop TUN got %x, want %x", got, good)
+			}
+		})
+	}
+}
+
+func TestDataBeforeRequestIsDropped(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial()
+	c.send(messages.TypeDataRequest, ping(netip.MustParseAddr("192.0.2.2"), inetHost, 1))
+	eventually(t, wait, "before-lease drop", func() bool { return h.srv.Metrics().Drops(DropBeforeLease) == 1 })
+	c.handshake()
+	h.noWrite(50 * time.Millisecond)
+}
+
+func TestControlFrameVariants(t *testing.T) {
+	tests := []struct {
+		name  string
+		raw   []byte
+		reply byte // expected reply type, 0 for none
+	}{
+		{"100 with length 0", []byte{0, 0, 0, 0, 100}, messages.TypeIPReply},
+		{"100 with 3 junk bytes", []byte{8, 0, 0, 0, 100, 1, 2, 3}, messages.TypeIPReply},
+		{"100 as a whole C struct", append([]byte{0x05, 0x10, 0, 0, 100}, make([]byte, 4096)...), messages.TypeIPReply},
+		{"200 encryption request", []byte{5, 0, 0, 0, 200}, messages.TypeUnsupported},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			c := h.dial()
+			c.sendRaw(tc.raw)
+			if f := c.next(wait); f.Type != tc.reply || (tc.reply == messages.TypeUnsupported && f.Length != 5) {
+				t.Fatalf("reply type %d length %d, want type %d", f.Type, f.Length, tc.reply)
+			}
+		})
+	}
+}
+
+func TestUnknownTypeIgnoredAndCounted(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	c.send(150, []byte("whatever"))
+	eventually(t, wait, "unknown-type count", func() bool { return h.srv.Metrics().FrameErrors(FrameUnknownTyp) == 1 })
+	pkt := ping(c.addr, inetHost, 3)
+	c.send(messages.TypeDataRequest, pkt)
+	if got := h.written(wait); !bytes.Equal(got, pkt) {
+		t.Fatal("session stopped working after an unknown frame type")
+	}
+}
+
+func TestMalformedFramingClosesOnlyThatConnection(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  []byte
+		kind FrameError
+	}{
+		{"absurd length", []byte{0xff, 0xff, 0xff, 0x7f, 102}, FrameTooLarge},
+		{"big-endian 8-byte header", []byte{0, 0, 0, 40, 0, 0, 0, 102}, FrameTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			bad, good := h.connect(), h.connect()
+			bad.sendRaw(tc.raw)
+			bad.expectClosed(wait)
+			eventually(t, wait, "frame error count", func() bool { return h.srv.Metrics().FrameErrors(tc.kind) == 1 })
+			eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 1 })
+			pkt := ping(good.addr, inetHost, 4)
+			good.send(messages.TypeDataRequest, pkt)
+			if got := h.written(wait); !bytes.Equal(got, pkt) {
+				t.Fatal("the other client stopped working")
+			}
+		})
+	}
+}
+
+func TestTruncatedFrameThenCloseIsCounted(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	c.sendRaw([]byte{100, 0, 0, 0, 102, 0x45, 0})
+	_ = c.conn.Close()
+	eventually(t, wait, "truncated count", func() bool { return h.srv.Metrics().FrameErrors(FrameTruncated) == 1 })
+	eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 0 })
+}
+
+func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Heartbeat = 40 * time.Millisecond
+		c.Timeout = 400 * time.Millisecond
+	})
+	quiet := h.connect()
+	beats := 0
+	for beats < 3 {
+		if f := quiet.next(wait); f.Type == messages.TypeHeartbeat {
+			if f.Length != 5 {
+				t.Fatalf("heartbeat length %d, want 5", f.Length)
+			}
+			beats++
+		}
+	}
+	talker := h.connect()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = talker.conn.Write(messages.AppendFrame(nil, messages.TypeHeartbeat, nil))
+			}
+		}
+	}()
+	quiet.expectClosed(wait)
+	eventually(t, wait, "silent client's lease release", func() bool { return h.leaseCount() == 1 })
+	time.Sleep(500 * time.Millisecond) // longer than the timeout: the talker must survive it
+	close(stop)
+	<-done
+	lt, err := h.srv.Leases()
+	if err != nil || len(lt.Leases) != 1 || lt.Leases[0].Addr != talker.addr {
+		t.Fatalf("leases after timeout = %+v, %v; want only the talker's %v", lt, err, talker.addr)
+	}
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = 100 * time.Millisecond })
+	c := h.dial()
+	c.send(messages.TypeHeartbeat, nil) // liveness alone is not a handshake
+	c.expectClosed(wait)
+}
+
+func TestPoolExhaustionAndReuse(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Pool = netip.MustParsePrefix("192.0.2.0/29") // 5 client addresses
+		c.Grace = time.Nanosecond
+	})
+	clients := make([]*client, 5)
+	for i := range clients {
+		clients[i] = h.connect()
+	}
+	extra := h.dial()
+	extra.send(messages.TypeIPRequest, nil)
+	extra.expectClosed(wait)
+	if n := h.srv.Metrics().LeaseDenials.Load(); n != 1 {
+		t.Fatalf("lease denials = %d, want 1", n)
+	}
+	freed := clients[2].addr
+	_ = clients[2].conn.Close()
+	eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 4 })
+	if got := h.connect().addr; got != freed {
+		t.Fatalf("new client got %v, want the freed %v", got, freed)
+	}
+}
+
+func TestReconnectGetsSameAddress(t *testing.T) {
+	h := newHarness(t)
+	first := h.connect()
+	addr := first.addr
+	_ = first.conn.Close()
+	eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 0 })
+	again := h.connect()
+	if again.addr != addr {
+		t.Fatalf("reconnect from the same IPv6 address got %v, want %v", again.addr, addr)
+	}
+}
+
+func TestMaxSessions(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxSessions = 2 })
+	h.connect()
+	h.connect()
+	third := h.dial()
+	third.expectClosed(wait)
+}

@@ -1,0 +1,232 @@
+package actors
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/tuntest"
+)
+
+// TestMain checks that no goroutine outlives the tests. One protoactor
+// goroutine is exempt: its dead-letter log throttle sleeps for one second
+// after a dead letter and then exits. At shutdown, sessions ending after
+// the pool always notify the stopped pool (a system message, so it cannot be
+// silenced), which starts one.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+var (
+	testPool   = netip.MustParsePrefix("192.0.2.0/24")
+	serverAddr = netip.MustParseAddr("192.0.2.1")
+	inetHost   = netip.MustParseAddr("198.51.100.10")
+	testDNS    = [3]netip.Addr{
+		netip.MustParseAddr("198.51.100.53"), netip.MustParseAddr("198.51.100.54"), netip.MustParseAddr("203.0.113.53"),
+	}
+)
+
+// harness is one engine on a real IPv6 loopback listener and a fake TUN.
+type harness struct {
+	t   *testing.T
+	srv *Server
+	dev *tuntest.Device
+	ln  net.Listener
+}
+
+func newHarness(t *testing.T, tweak ...func(*Config)) *harness {
+	t.Helper()
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	dev := tuntest.New("fake0", 1500)
+	cfg := Config{
+		Listener: ln, Device: dev, Pool: testPool, DNS: testDNS,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	srv, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	h := &harness{t: t, srv: srv, dev: dev, ln: ln}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		_ = dev.Close()
+	})
+	return h
+}
+
+// testWriter sends engine logs to the test log, shown only on failure.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// client speaks the wire protocol by hand, like a lab client.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	dec  *messages.Decoder
+	addr netip.Addr
+}
+
+func (h *harness) dial() *client {
+	h.t.Helper()
+	conn, err := net.Dial("tcp6", h.ln.Addr().String())
+	if err != nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	c := &client{t: h.t, conn: conn, dec: messages.NewDecoder(conn)}
+	h.t.Cleanup(func() { _ = conn.Close(); c.dec.Release() })
+	return c
+}
+
+// connect dials and completes the 100/101 exchange.
+func (h *harness) connect() *client {
+	c := h.dial()
+	c.handshake()
+	return c
+}
+
+func (c *client) send(typ byte, payload []byte) {
+	c.t.Helper()
+	c.sendRaw(messages.AppendFrame(nil, typ, payload))
+}
+
+func (c *client) sendRaw(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// next returns the next frame, failing the test after the timeout.
+func (c *client) next(timeout time.Duration) messages.Frame {
+	c.t.Helper()
+	f, err := c.tryNext(timeout)
+	if err != nil {
+		c.t.Fatalf("waiting for a frame: %v", err)
+	}
+	return f
+}
+
+func (c *client) tryNext(timeout time.Duration) (messages.Frame, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
+	return c.dec.Next()
+}
+
+// nextData returns the next 103 payload (a copy), skipping heartbeats.
+func (c *client) nextData(timeout time.Duration) []byte {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		f := c.next(time.Until(deadline))
+		switch f.Type {
+		case messages.TypeHeartbeat:
+			continue
+		case messages.TypeDataReply:
+			return append([]byte(nil), f.Payload...)
+		default:
+			c.t.Fatalf("got frame type %d, want 103", f.Type)
+		}
+	}
+}
+
+// expectClosed waits for the server to close the connection.
+func (c *client) expectClosed(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := c.tryNext(time.Until(deadline))
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+			return
+		}
+		c.t.Fatalf("connection not closed by server: %v", err)
+	}
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}
+
+func (c *client) handshake() netip.Addr {
+	c.t.Helper()
+	c.send(messages.TypeIPRequest, nil)
+	f := c.next(5 * time.Second)
+	if f.Type != messages.TypeIPReply {
+		c.t.Fatalf("first frame has type %d, want 101", f.Type)
+	}
+	r, err := messages.ParseIPReply(f.Payload)
+	if err != nil {
+		c.t.Fatalf("parse 101 %q: %v", f.Payload, err)
+	}
+	c.addr = r.Addr
+	return r.Addr
+}
+
+// written waits for the next packet the engine wrote to the fake TUN.
+func (h *harness) written(timeout time.Duration) []byte {
+	h.t.Helper()
+	select {
+	case p := <-h.dev.Written():
+		return p
+	case <-time.After(timeout):
+		h.t.Fatal("no packet written to the TUN")
+		return nil
+	}
+}
+
+// noWrite asserts nothing reaches the TUN for a while.
+func (h *harness) noWrite(d time.Duration) {
+	h.t.Helper()
+	select {
+	case p := <-h.dev.Written():
+		s, _ := tuntest.Parse(p)
+		h.t.Fatalf("unexpected packet on TUN: %+v", s)
+	case <-time.After(d):
+	}
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) leaseCount() int {
+	lt, err := h.srv.Leases()
+	if err != nil {
+		h.t.Fatalf("leases: %v", err)
+	}
+	return len(lt.Leases)
+}
+
+func ping(src, dst netip.Addr, seq uint16) []byte {
+	return tuntest.Ping(src, dst, 7, seq, []byte("4over6 test payload"))
+}
+

@@ -1,0 +1,193 @@
+package actors
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/4over6d/4over6d/messages"
+)
+
+// recoveryWait bounds how long a fresh pool waits for live sessions to
+// restate their leases before it serves new requests anyway.
+const recoveryWait = 2 * time.Second
+
+// AddressPool is the source of truth for leases. It watches every session
+// it leased to, so an address comes back however the session ended, and it
+// keeps the Router's map in step by sending it every change.
+//
+// Every incarnation starts in recovery: it asks the Supervisor for the
+// live sessions, collects their LeaseClaims, and only then answers new
+// LeaseRequests (queued meanwhile). After a crash this rebuilds the table
+// without handing out an address twice.
+type AddressPool struct {
+	cfg        *shared
+	alloc      *allocator
+	leases     map[string]messages.Lease // by session PID id
+	awaiting   map[string]bool           // sessions yet to restate their lease
+	pending    []pendingLease
+	recovering bool
+	timer      *time.Timer
+}
+
+type pendingLease struct {
+	req    *messages.LeaseRequest
+	sender *actor.PID
+}
+
+type recoveryTimeout struct{}
+
+func (*recoveryTimeout) IgnoreDeadLetterLogging() {}
+
+func newAddressPool(cfg *shared) actor.Producer {
+	return func() actor.Actor {
+		return &AddressPool{
+			cfg:      cfg,
+			alloc:    newAllocator(cfg.Pool, cfg.Grace),
+			leases:   make(map[string]messages.Lease),
+			awaiting: make(map[string]bool),
+		}
+	}
+}
+
+// Receive handles one message; see the type comment for the protocol.
+func (p *AddressPool) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		p.startRecovery(ctx)
+	case *messages.LiveSessions:
+		p.expectClaims(ctx, m.Sessions)
+	case *messages.LeaseClaim:
+		p.onClaim(ctx, m)
+	case *recoveryTimeout:
+		if p.recovering {
+			p.cfg.Logger.Warn("address pool recovery timed out", slog.Int("sessions_missing", len(p.awaiting)))
+			p.finishRecovery(ctx)
+		}
+	case *messages.LeaseRequest:
+		if p.recovering {
+			p.pending = append(p.pending, pendingLease{req: m, sender: ctx.Sender()})
+			return
+		}
+		p.grant(ctx, m, ctx.Sender())
+	case *actor.Terminated:
+		p.onTerminated(ctx, m.Who)
+	case *messages.RouteSync:
+		ctx.Respond(p.routeTable())
+	case *messages.LeasesQuery:
+		ctx.Respond(p.table())
+	case *messages.InjectPanic:
+		panic("injected fault in address pool: " + m.Reason)
+	case *actor.Restarting, *actor.Stopping:
+		p.stopTimer()
+	}
+}
+
+func (p *AddressPool) startRecovery(ctx actor.Context) {
+	p.recovering = true
+	ctx.Send(ctx.Parent(), &messages.PoolStarted{})
+	self, sys := ctx.Self(), ctx.ActorSystem()
+	p.timer = time.AfterFunc(recoveryWait, func() { sys.Root.Send(self, &recoveryTimeout{}) })
+}
+
+func (p *AddressPool) stopTimer() {
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+}
+
+func (p *AddressPool) expectClaims(ctx actor.Context, sessions []*actor.PID) {
+	for _, s := range sessions {
+		if _, known := p.leases[s.Id]; !known {
+			p.awaiting[s.Id] = true
+			ctx.Watch(s)
+		}
+	}
+	if len(p.awaiting) == 0 {
+		p.finishRecovery(ctx)
+	}
+}
+
+func (p *AddressPool) onClaim(ctx actor.Context, m *messages.LeaseClaim) {
+	delete(p.awaiting, m.Session.Id)
+	if m.Addr.IsValid() {
+		if p.alloc.claim(m.Session.Id, m.Addr) {
+			p.record(ctx, m.Session, m.Client, m.Addr)
+		} else {
+			p.cfg.Logger.Error("lease claim conflicts with another session; closing the claimant",
+				slog.String("addr", m.Addr.String()), slog.String("session", m.Session.Id))
+			ctx.Stop(m.Session)
+		}
+	}
+	if p.recovering && len(p.awaiting) == 0 {
+		p.finishRecovery(ctx)
+	}
+}
+
+func (p *AddressPool) finishRecovery(ctx actor.Context) {
+	p.recovering = false
+	p.stopTimer()
+	clear(p.awaiting)
+	ctx.Send(p.cfg.router, p.routeTable())
+	queued := p.pending
+	p.pending = nil
+	for _, q := range queued {
+		p.grant(ctx, q.req, q.sender)
+	}
+	p.cfg.Logger.Debug("address pool ready", slog.Int("leases", len(p.leases)))
+}
+
+func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *actor.PID) {
+	addr, ok := p.alloc.allocate(m.Session.Id, m.Client.Addr(), time.Now())
+	if !ok {
+		p.cfg.Metrics.LeaseDenials.Add(1)
+		ctx.Send(reply, &messages.LeaseDenied{Reason: "address pool exhausted"})
+		return
+	}
+	if _, known := p.leases[m.Session.Id]; !known {
+		p.record(ctx, m.Session, m.Client, addr)
+	}
+	ctx.Send(reply, &messages.LeaseGranted{Addr: addr})
+}
+
+// record stores a lease, watches its session and tells the Router before
+// anyone learns the address, so no packet for it can arrive unrouted.
+func (p *AddressPool) record(ctx actor.Context, session *actor.PID, client netip.AddrPort, addr netip.Addr) {
+	p.leases[session.Id] = messages.Lease{Addr: addr, Session: session, Client: client, Since: time.Now()}
+	ctx.Watch(session)
+	ctx.Send(p.cfg.router, &messages.RouteAdd{Addr: addr, Session: session})
+}
+
+func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
+	if p.recovering && p.awaiting[who.Id] {
+		delete(p.awaiting, who.Id)
+		if len(p.awaiting) == 0 {
+			p.finishRecovery(ctx)
+		}
+	}
+	lease, ok := p.leases[who.Id]
+	if !ok {
+		return
+	}
+	delete(p.leases, who.Id)
+	p.alloc.release(who.Id, lease.Client.Addr(), time.Now())
+	ctx.Send(p.cfg.router, &messages.RouteDel{Addr: lease.Addr, Session: lease.Session})
+}
+
+func (p *AddressPool) routeTable() *messages.RouteTable {
+	t := &messages.RouteTable{Routes: make([]messages.RouteAdd, 0, len(p.leases))}
+	for _, l := range p.leases {
+		t.Routes = append(t.Routes, messages.RouteAdd{Addr: l.Addr, Session: l.Session})
+	}
+	return t
+}
+
+func (p *AddressPool) table() *messages.LeaseTable {
+	t := &messages.LeaseTable{Leases: make([]messages.Lease, 0, len(p.leases)), Size: p.alloc.size}
+	for _, l := range p.leases {
+		t.Leases = append(t.Leases, l)
+	}
+	return t
+}

@@ -1,0 +1,151 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/4over6d/4over6d/messages"
+)
+
+// rootName is the Supervisor's name; the service actors live under it.
+const rootName = "4over6d"
+
+// queryTimeout bounds control-plane questions to the actors.
+const queryTimeout = 5 * time.Second
+
+// Server is a running engine: an actor system with its Supervisor. It is
+// the handle the binary and the tests hold; all state lives in the actors.
+type Server struct {
+	system *actor.ActorSystem
+	root   *actor.PID
+	cfg    *shared
+}
+
+// Start validates cfg and starts the actors. The listener and device stay
+// the caller's: Close closes the listener (to stop accepting) but not the
+// device, which the caller closes after Close returns.
+func Start(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("failed to start server: %w", err)
+	}
+	sys := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return slog.New(floorHandler{Handler: cfg.Logger.Handler(), floor: slog.LevelWarn}).With("component", "protoactor")
+		}),
+	)
+	sh := newShared(cfg, sys, rootName)
+	root, err := sys.Root.SpawnNamed(actor.PropsFromProducer(newSupervisor(sh)), rootName)
+	if err != nil {
+		sys.Shutdown()
+		return nil, fmt.Errorf("failed to spawn supervisor: %w", err)
+	}
+	return &Server{system: sys, root: root, cfg: sh}, nil
+}
+
+// Close stops accepting, ends every session (their clients see the TCP
+// connection close), stops the actors and waits for their goroutines.
+func (s *Server) Close() error {
+	err := s.system.Root.PoisonFuture(s.root).Wait()
+	s.system.Shutdown()
+	if err != nil {
+		return fmt.Errorf("failed to stop the supervisor: %w", err)
+	}
+	return nil
+}
+
+// Metrics are the server's counters.
+func (s *Server) Metrics() *Metrics { return s.cfg.Metrics }
+
+// Sessions returns a snapshot of every session.
+func (s *Server) Sessions() ([]SessionStatus, error) {
+	res, err := s.ask(s.root, &statusQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return res.([]SessionStatus), nil
+}
+
+// Leases returns a copy of the pool's lease table.
+func (s *Server) Leases() (*messages.LeaseTable, error) {
+	res, err := s.ask(s.cfg.pool, &messages.LeasesQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*messages.LeaseTable), nil
+}
+
+// Routes returns a copy of the Router's map.
+func (s *Server) Routes() (*messages.Routes, error) {
+	res, err := s.ask(s.cfg.router, &messages.RoutesQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*messages.Routes), nil
+}
+
+// InjectPanic makes one actor panic inside Receive, to exercise the
+// failure policy: actor is "pool", "router", "tun" or "session" (with the
+// session chosen by its leased address).
+func (s *Server) InjectPanic(ctx context.Context, kind string, addr netip.Addr) error {
+	var target *actor.PID
+	switch kind {
+	case "pool":
+		target = s.cfg.pool
+	case "router":
+		target = s.cfg.router
+	case "tun":
+		target = s.cfg.tun
+	case "session":
+		routes, err := s.Routes()
+		if err != nil {
+			return err
+		}
+		if target = routes.Routes[addr]; target == nil {
+			return fmt.Errorf("no session holds %v", addr)
+		}
+	default:
+		return fmt.Errorf("unknown actor %q (want pool, router, tun or session)", kind)
+	}
+	s.system.Root.Send(target, &messages.InjectPanic{Reason: "requested"})
+	return ctx.Err()
+}
+
+func (s *Server) ask(pid *actor.PID, msg any) (any, error) {
+	res, err := s.system.Root.RequestFuture(pid, msg, queryTimeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("failed to query %s: %w", pid.Id, err)
+	}
+	if _, dead := res.(*actor.DeadLetterResponse); dead {
+		return nil, errors.New("failed to query " + pid.Id + ": actor is not running")
+	}
+	return res, nil
+}
+
+// floorHandler raises the minimum level of protoactor's own logs: its
+// dead-letter and lifecycle chatter is Info, which would drown ours.
+type floorHandler struct {
+	slog.Handler
+	floor slog.Level
+}
+
+// Enabled drops records below the floor.
+func (h floorHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.floor && h.Handler.Enabled(ctx, l)
+}
+
+// WithAttrs keeps the floor on derived handlers.
+func (h floorHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return floorHandler{Handler: h.Handler.WithAttrs(a), floor: h.floor}
+}
+
+// WithGroup keeps the floor on derived handlers.
+func (h floorHandler) WithGroup(name string) slog.Handler {
+	return floorHandler{Handler: h.Handler.WithGroup(name), floor: h.floor}
+}

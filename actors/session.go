@@ -1,0 +1,324 @@
+package actors
+
+// A Session's part of the client-to-TUN path:
+//
+//  1. The reader goroutine decodes frames; 102 payloads that are
+//     well-formed IPv4 packets (trimmed to their total length) arrive here
+//     as one *messages.FromClient batch per burst.
+//  2. Packets before a lease, with a source other than the leased address
+//     (anti-spoofing) or larger than the TUN MTU are dropped and counted.
+//  3. The rest go to the TUN actor in the same batch.
+//
+// And of the TUN-to-client path: *messages.ToClient batches from the Router
+// go into the bounded queue of the writer goroutine, which frames them as
+// 103 and coalesces them into few writes.
+//
+// State: connected -> (100) requesting -> (lease) assigned. A 101 is the
+// first frame a client ever receives; heartbeats (104) start with it.
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/4over6d/4over6d/messages"
+)
+
+type sessionState int
+
+const (
+	stateConnected sessionState = iota
+	stateRequesting
+	stateAssigned
+)
+
+// leaseRetry is how long a session waits for the pool before asking again
+// (the pool may have crashed while holding the request).
+const leaseRetry = 2 * time.Second
+
+// Session owns one client TCP connection and its lease.
+type Session struct {
+	cfg     *shared
+	conn    net.Conn
+	client  netip.AddrPort
+	stats   *SessionStats
+	state   sessionState
+	addr    netip.Addr
+	reply   []byte // the 101 frame, kept for repeated 100s
+	started time.Time
+	heard   time.Time
+	out     *outQueue
+	io      sync.WaitGroup
+	closed  bool
+	reason  string
+
+	heartbeat, silence, leaseWait *time.Timer
+}
+
+type (
+	heartbeatTick struct{}
+	silenceTick   struct{}
+	leaseTick     struct{}
+)
+
+func (*heartbeatTick) IgnoreDeadLetterLogging() {}
+func (*silenceTick) IgnoreDeadLetterLogging()   {}
+func (*leaseTick) IgnoreDeadLetterLogging()     {}
+
+var (
+	tickHeartbeat = &heartbeatTick{}
+	tickSilence   = &silenceTick{}
+	tickLease     = &leaseTick{}
+	// unsupportedFrame answers a type-200 encryption request, which makes
+	// that client fall back to plain mode.
+	unsupportedFrame = messages.AppendFrame(nil, messages.TypeUnsupported, nil)
+	heartbeatFrame   = messages.AppendFrame(nil, messages.TypeHeartbeat, nil)
+)
+
+func newSession(cfg *shared, conn net.Conn, stats *SessionStats) actor.Producer {
+	return func() actor.Actor {
+		return &Session{cfg: cfg, conn: conn, client: stats.Client, stats: stats}
+	}
+}
+
+// Receive handles one message; see the file comment for the paths.
+func (s *Session) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.FromClient:
+		s.hear()
+		s.fromClient(ctx, m)
+	case *messages.ToClient:
+		s.toClient(m)
+	case *clientFrame:
+		s.hear()
+		s.onControl(ctx, m.typ)
+	case *heartbeatTick:
+		s.sendHeartbeat()
+	case *silenceTick:
+		s.checkSilence(ctx)
+	case *leaseTick:
+		if s.state == stateRequesting {
+			s.requestLease(ctx)
+		}
+	case *messages.LeaseGranted:
+		s.onGranted(ctx, m.Addr)
+	case *messages.LeaseDenied:
+		s.cfg.Logger.Warn("lease denied; closing session", slog.String("client", s.client.String()), slog.String("reason", m.Reason))
+		s.stop(ctx, "lease denied: "+m.Reason)
+	case *messages.ReclaimLease:
+		s.reclaim(ctx, m.Pool)
+	case *connClosed:
+		s.onConnClosed(ctx, m)
+	case *actor.Started:
+		s.start(ctx)
+	case *actor.Stopping:
+		s.shutdown()
+	case *actor.Stopped:
+		s.io.Wait()
+		s.logEnd()
+	case *messages.InjectPanic:
+		panic("injected fault in session: " + m.Reason)
+	}
+}
+
+func (s *Session) start(ctx actor.Context) {
+	s.started = time.Now()
+	s.heard = s.started
+	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
+	s.io.Add(2)
+	sys, self := ctx.ActorSystem(), ctx.Self()
+	go readClient(s.conn, s.cfg.Metrics, sys, self, &s.io)
+	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
+	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
+	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
+}
+
+func (s *Session) hear() {
+	s.heard = time.Now()
+	s.stats.lastHeard.Store(s.heard.UnixNano())
+}
+
+func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any) *time.Timer {
+	return time.AfterFunc(d, func() { sys.Root.Send(pid, msg) })
+}
+
+func (s *Session) onControl(ctx actor.Context, typ byte) {
+	switch typ {
+	case messages.TypeIPRequest:
+		switch s.state {
+		case stateAssigned:
+			s.out.control(s.reply)
+		case stateConnected:
+			s.state = stateRequesting
+			s.requestLease(ctx)
+		}
+	case messages.TypeEncryptRequest:
+		s.out.control(unsupportedFrame)
+	case messages.TypeHeartbeat:
+	default:
+		s.cfg.Metrics.FrameError(FrameUnknownTyp)
+		s.cfg.Logger.Debug("ignored frame of unknown type", slog.String("client", s.client.String()))
+	}
+}
+
+func (s *Session) requestLease(ctx actor.Context) {
+	ctx.Request(s.cfg.pool, &messages.LeaseRequest{Session: ctx.Self(), Client: s.client})
+	if s.leaseWait == nil {
+		s.leaseWait = sendAfter(ctx.ActorSystem(), ctx.Self(), leaseRetry, tickLease)
+	} else {
+		s.leaseWait.Reset(leaseRetry)
+	}
+}
+
+func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
+	if s.state == stateAssigned {
+		return
+	}
+	s.state, s.addr = stateAssigned, addr
+	s.stats.setAddr(addr)
+	stopTimer(s.leaseWait)
+	reply := messages.IPReply{Addr: addr, Route: s.cfg.Route, DNS: s.cfg.DNS}
+	s.reply = reply.AppendFrame(nil)
+	s.out.control(s.reply)
+	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
+	s.silence.Reset(s.cfg.Timeout)
+	s.cfg.Logger.Info("session assigned", slog.String("client", s.client.String()), slog.String("addr", addr.String()),
+		slog.Duration("setup", time.Since(s.started)))
+}
+
+func (s *Session) reclaim(ctx actor.Context, pool *actor.PID) {
+	switch s.state {
+	case stateAssigned:
+		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client, Addr: s.addr})
+	case stateRequesting:
+		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client})
+		s.requestLease(ctx)
+	default:
+		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client})
+	}
+}
+
+func (s *Session) sendHeartbeat() {
+	if s.closed {
+		return
+	}
+	s.out.control(heartbeatFrame)
+	s.heartbeat.Reset(s.cfg.Heartbeat)
+}
+
+func (s *Session) checkSilence(ctx actor.Context) {
+	if s.state != stateAssigned {
+		s.cfg.Logger.Info("client sent no address request in time; closing", slog.String("client", s.client.String()))
+		s.stop(ctx, "handshake timeout")
+		return
+	}
+	quiet := time.Since(s.heard)
+	if quiet >= s.cfg.Timeout {
+		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
+		s.stop(ctx, "timeout")
+		return
+	}
+	s.silence.Reset(s.cfg.Timeout - quiet)
+}
+
+func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
+	if s.state != stateAssigned {
+		s.cfg.Metrics.Drop(DropBeforeLease, len(b.Packets))
+		b.Release()
+		return
+	}
+	kept := b.Packets[:0]
+	for _, pkt := range b.Packets {
+		switch {
+		case netip.AddrFrom4([4]byte(pkt[12:16])) != s.addr:
+			s.drop(DropSpoofed, pkt)
+		case len(pkt) > s.cfg.MTU:
+			s.drop(DropTooBig, pkt)
+		default:
+			kept = append(kept, pkt)
+		}
+	}
+	clear(b.Packets[len(kept):])
+	b.Packets = kept
+	if len(kept) == 0 {
+		b.Release()
+		return
+	}
+	s.stats.countIn(len(kept), b.Bytes())
+	s.cfg.Metrics.PacketsIn.Add(uint64(len(kept)))
+	s.cfg.Metrics.BytesIn.Add(uint64(b.Bytes()))
+	ctx.Send(s.cfg.tun, b)
+}
+
+func (s *Session) drop(r DropReason, pkt []byte) {
+	s.cfg.Metrics.Drop(r, 1)
+	s.stats.Drops.Add(1)
+	s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()))
+	messages.ReleasePacket(pkt)
+}
+
+func (s *Session) toClient(b *messages.ToClient) {
+	n, bytes := len(b.Packets), b.Bytes()
+	if s.closed || !s.out.offer(b) {
+		s.cfg.Metrics.Drop(DropQueueFull, n)
+		s.stats.Drops.Add(uint64(n))
+		b.Release()
+		return
+	}
+	s.stats.countOut(n, bytes)
+}
+
+func (s *Session) onConnClosed(ctx actor.Context, m *connClosed) {
+	if m.err != nil {
+		s.cfg.Logger.Info("closing session", slog.String("client", s.client.String()), slog.String("reason", m.reason), slog.Any("err", m.err))
+	}
+	s.stop(ctx, m.reason)
+}
+
+func (s *Session) stop(ctx actor.Context, reason string) {
+	if s.reason == "" {
+		s.reason = reason
+	}
+	ctx.Stop(ctx.Self())
+}
+
+// shutdown closes the connection (which ends the reader) and the queue
+// (which ends the writer); Stopped then waits for both.
+func (s *Session) shutdown() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for _, t := range []*time.Timer{s.heartbeat, s.silence, s.leaseWait} {
+		stopTimer(t)
+	}
+	_ = s.conn.Close()
+	close(s.out.ch)
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+func (s *Session) logEnd() {
+	if s.reason == "" {
+		s.reason = "stopped"
+	}
+	s.cfg.Logger.Info("session ended",
+		slog.String("client", s.client.String()), slog.String("addr", addrString(s.addr)),
+		slog.Duration("duration", time.Since(s.started).Round(time.Millisecond)), slog.String("reason", s.reason),
+		slog.Uint64("bytes_in", s.stats.BytesIn.Load()), slog.Uint64("bytes_out", s.stats.BytesOut.Load()))
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	return a.String()
+}

@@ -1,0 +1,108 @@
+package messages
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// LeaseRequest asks the AddressPool for an address for one session. Client
+// is the session's IPv6 peer, so a client that reconnects from the same
+// address within the grace period gets its previous IPv4 address back.
+type LeaseRequest struct {
+	Session *actor.PID
+	Client  netip.AddrPort
+}
+
+// LeaseGranted answers a LeaseRequest. The pool has already told the
+// Router, so packets for Addr reach the session from now on.
+type LeaseGranted struct {
+	Addr netip.Addr
+}
+
+// LeaseDenied answers a LeaseRequest that cannot be served; the session
+// closes its connection with Reason in the log.
+type LeaseDenied struct {
+	Reason string
+}
+
+// LeaseClaim restates a live session's lease to a pool that restarted and
+// lost its table, so leases survive a pool crash.
+type LeaseClaim struct {
+	Session *actor.PID
+	Client  netip.AddrPort
+	Addr    netip.Addr
+}
+
+// ReclaimLease asks a session to send its LeaseClaim (if it holds a lease)
+// to Pool. The Supervisor sends it to every session after a pool restart.
+type ReclaimLease struct {
+	Pool *actor.PID
+}
+
+// PoolStarted tells the Supervisor that an AddressPool incarnation began
+// and needs the list of live sessions before it can serve requests.
+type PoolStarted struct{}
+
+// LiveSessions answers PoolStarted: every session the Supervisor has, each
+// of which has been asked to reclaim its lease.
+type LiveSessions struct {
+	Sessions []*actor.PID
+}
+
+// Lease is one entry of the pool's table, the source of truth for who owns
+// which address.
+type Lease struct {
+	Addr    netip.Addr
+	Session *actor.PID
+	Client  netip.AddrPort
+	Since   time.Time
+}
+
+// LeasesQuery asks the pool for a copy of its table (status, tests).
+type LeasesQuery struct{}
+
+// LeaseTable answers LeasesQuery.
+type LeaseTable struct {
+	Leases []Lease
+	Size   int
+}
+
+// RouteAdd tells the Router that packets for Addr belong to Session.
+type RouteAdd struct {
+	Addr    netip.Addr
+	Session *actor.PID
+}
+
+// RouteDel removes Addr from the Router's map, but only if it still points
+// at Session: a late delete must not remove a newer owner's route.
+type RouteDel struct {
+	Addr    netip.Addr
+	Session *actor.PID
+}
+
+// RouteSync asks the pool for the full route table; a restarted Router
+// sends it to rebuild its map.
+type RouteSync struct{}
+
+// RouteTable replaces the Router's whole map. The pool sends it in answer
+// to RouteSync and after it has recovered its leases.
+type RouteTable struct {
+	Routes []RouteAdd
+}
+
+// RoutesQuery asks the Router for a copy of its map (status, tests).
+type RoutesQuery struct{}
+
+// Routes answers RoutesQuery.
+type Routes struct {
+	Routes map[netip.Addr]*actor.PID
+}
+
+// InjectPanic makes the receiving actor panic inside Receive. It exists
+// for fault-injection tests of the supervision policy, and is only sent by
+// tests or by the admin endpoint when fault injection is enabled.
+type InjectPanic struct {
+	Reason string
+}

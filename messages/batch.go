@@ -1,0 +1,115 @@
+package messages
+
+import "sync"
+
+// Packet buffers come in two size classes. Almost every packet fits the
+// small class (the TUN MTU is at most 1500 by default); the large class
+// exists so a client's legal 64 KiB IPv4 packet is never truncated.
+const (
+	SmallPacketBuf = 2048
+	LargePacketBuf = 65536
+	// BatchCap is the most packets one actor message carries: enough to
+	// amortise the hand-off (about 11 ns/packet at 32, see
+	// PROTOACTOR-NOTES.md) while keeping latency for the first packet low.
+	BatchCap = 64
+)
+
+var (
+	smallBufs = sync.Pool{New: func() any { return new([SmallPacketBuf]byte) }}
+	largeBufs = sync.Pool{New: func() any { return new([LargePacketBuf]byte) }}
+	fromPool  = sync.Pool{New: func() any { return &FromClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+	toPool    = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+)
+
+// GetPacketBuf lends a buffer with room for n bytes, returned with
+// ReleasePacket. Lending instead of allocating keeps the hot path free of
+// garbage: a buffer travels from a reader to a writer and back to the pool.
+func GetPacketBuf(n int) []byte {
+	if n <= SmallPacketBuf {
+		return smallBufs.Get().(*[SmallPacketBuf]byte)[:n]
+	}
+	return largeBufs.Get().(*[LargePacketBuf]byte)[:n]
+}
+
+// ReleasePacket gives a buffer from GetPacketBuf back. Buffers of any other
+// capacity are left to the garbage collector, so releasing a foreign slice is
+// harmless.
+func ReleasePacket(p []byte) {
+	switch cap(p) {
+	case SmallPacketBuf:
+		smallBufs.Put((*[SmallPacketBuf]byte)(p[:SmallPacketBuf]))
+	case LargePacketBuf:
+		largeBufs.Put((*[LargePacketBuf]byte)(p[:LargePacketBuf]))
+	}
+}
+
+// Batch carries up to BatchCap packets in one actor message. Ownership of
+// the batch and of every packet buffer in it moves with the message: the
+// receiver either passes it on or calls Release. The two directions are
+// distinct message types (FromClient, ToClient) so an actor's type switch
+// says where a batch came from.
+type Batch struct {
+	Packets [][]byte
+}
+
+// FromClient is a batch of IPv4 packets a client sent in 102 frames, on its
+// way from a session to the TUN device.
+type FromClient struct{ Batch }
+
+// ToClient is a batch of IPv4 packets read from the TUN device, on its way
+// through the Router to the session that owns their destination.
+type ToClient struct{ Batch }
+
+// NewFromClient borrows an empty client-side batch from its pool.
+func NewFromClient() *FromClient { return fromPool.Get().(*FromClient) }
+
+// NewToClient borrows an empty TUN-side batch from its pool.
+func NewToClient() *ToClient { return toPool.Get().(*ToClient) }
+
+// Release returns the packets and the batch to their pools.
+func (b *FromClient) Release() {
+	b.releasePackets()
+	fromPool.Put(b)
+}
+
+// Release returns the packets and the batch to their pools.
+func (b *ToClient) Release() {
+	b.releasePackets()
+	toPool.Put(b)
+}
+
+// Recycle returns an emptied batch to its pool after its packets were moved
+// into other batches (the Router's split by destination).
+func (b *ToClient) Recycle() {
+	clear(b.Packets)
+	b.Packets = b.Packets[:0]
+	toPool.Put(b)
+}
+
+// Full reports whether the batch has reached BatchCap, so a producer knows
+// when to send it on.
+func (b *Batch) Full() bool { return len(b.Packets) >= BatchCap }
+
+// AppendCopy copies pkt into a pooled buffer and adds it to the batch.
+func (b *Batch) AppendCopy(pkt []byte) {
+	buf := GetPacketBuf(len(pkt))
+	copy(buf, pkt)
+	b.Packets = append(b.Packets, buf)
+}
+
+// Bytes is the total payload size, for byte counters.
+func (b *Batch) Bytes() int {
+	n := 0
+	for _, p := range b.Packets {
+		n += len(p)
+	}
+	return n
+}
+
+func (b *Batch) releasePackets() {
+	for i, p := range b.Packets {
+		ReleasePacket(p)
+		b.Packets[i] = nil
+	}
+	b.Packets = b.Packets[:0]
+}
