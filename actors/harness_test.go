@@ -77,12 +77,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// client speaks the wire protocol by hand, like a lab client.
+// client speaks the wire protocol by hand, like a lab client. A reader
+// goroutine decodes frames into a channel, so waits with a timeout never
+// disturb the stream.
 type client struct {
-	t    *testing.T
-	conn net.Conn
-	dec  *messages.Decoder
-	addr netip.Addr
+	t      *testing.T
+	conn   net.Conn
+	frames chan messages.Frame
+	done   chan error // the reader's final error
+	addr   netip.Addr
 }
 
 func (h *harness) dial() *client {
@@ -91,9 +94,30 @@ func (h *harness) dial() *client {
 	if err != nil {
 		h.t.Fatalf("dial: %v", err)
 	}
-	c := &client{t: h.t, conn: conn, dec: messages.NewDecoder(conn)}
-	h.t.Cleanup(func() { _ = conn.Close(); c.dec.Release() })
+	c := &client{t: h.t, conn: conn, frames: make(chan messages.Frame, 1024), done: make(chan error, 1)}
+	stopped := make(chan struct{})
+	go c.read(stopped)
+	h.t.Cleanup(func() { _ = conn.Close(); <-stopped })
 	return c
+}
+
+func (c *client) read(stopped chan struct{}) {
+	defer close(stopped)
+	dec := messages.NewDecoder(c.conn)
+	defer dec.Release()
+	for {
+		f, err := dec.Next()
+		if err != nil {
+			c.done <- err
+			close(c.frames)
+			return
+		}
+		f.Payload = append([]byte(nil), f.Payload...)
+		select {
+		case c.frames <- f:
+		default: // the test is not reading this client: like a full socket buffer
+		}
+	}
 }
 
 // connect dials and completes the 100/101 exchange.
@@ -125,12 +149,21 @@ func (c *client) next(timeout time.Duration) messages.Frame {
 	return f
 }
 
+var errNoFrame = errors.New("no frame in time")
+
 func (c *client) tryNext(timeout time.Duration) (messages.Frame, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	return c.dec.Next()
+	select {
+	case f, ok := <-c.frames:
+		if !ok {
+			return messages.Frame{}, io.EOF
+		}
+		return f, nil
+	case <-time.After(timeout):
+		return messages.Frame{}, errNoFrame
+	}
 }
 
-// nextData returns the next 103 payload (a copy), skipping heartbeats.
+// nextData returns the next 103 payload, skipping heartbeats.
 func (c *client) nextData(timeout time.Duration) []byte {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -140,7 +173,7 @@ func (c *client) nextData(timeout time.Duration) []byte {
 		case messages.TypeHeartbeat:
 			continue
 		case messages.TypeDataReply:
-			return append([]byte(nil), f.Payload...)
+			return f.Payload
 		default:
 			c.t.Fatalf("got frame type %d, want 103", f.Type)
 		}
@@ -153,19 +186,13 @@ func (c *client) expectClosed(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
 		_, err := c.tryNext(time.Until(deadline))
-		if err == nil {
-			continue
+		if errors.Is(err, errNoFrame) {
+			c.t.Fatal("connection not closed by the server in time")
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+		if err != nil {
 			return
 		}
-		c.t.Fatalf("connection not closed by server: %v", err)
 	}
-}
-
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && !op.Timeout()
 }
 
 func (c *client) handshake() netip.Addr {
