@@ -1,0 +1,327 @@
+package main
+
+// End-to-end tests of the real 4over6d binary against the real kernel:
+// each test builds a topology of network namespaces (client: IPv6 only;
+// server: IPv6 towards clients, IPv4 towards the "internet"; internet:
+// IPv4 only), runs the binary in the server namespace and drives it with a
+// raw protocol client dialled from the client namespace.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/netnstest"
+	"github.com/4over6d/4over6d/tun/tuntest"
+)
+
+var (
+	srvV6    = netip.MustParseAddr("2001:db8:1::1")
+	cliV6    = netip.MustParseAddr("2001:db8:1::2")
+	srvV4    = netip.MustParseAddr("198.51.100.1")
+	inetV4   = netip.MustParseAddr("198.51.100.2")
+	tunAddr  = netip.MustParseAddr("192.0.2.1")
+	e2ePool  = "192.0.2.0/24"
+	e2eDNS   = "198.51.100.53,198.51.100.54,203.0.113.53"
+	e2eWait  = 5 * time.Second
+	buildBin sync.Once
+	binPath  string
+	binErr   error
+)
+
+// binary builds 4over6d once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildBin.Do(func() {
+		dir, err := os.MkdirTemp("", "4over6d-e2e")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "4over6d")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// topology is one client, one server and one internet namespace.
+type topology struct {
+	cli, srv, inet *netnstest.NS
+}
+
+func newTopology(t *testing.T) *topology {
+	netnstest.RequireRoot(t)
+	tp := &topology{cli: netnstest.New(t, "4o6cli"), srv: netnstest.New(t, "4o6srv"), inet: netnstest.New(t, "4o6net")}
+	netnstest.Link(t, tp.srv, []netip.Prefix{netip.PrefixFrom(srvV6, 64)}, tp.cli, []netip.Prefix{netip.PrefixFrom(cliV6, 64)})
+	netnstest.Link(t, tp.srv, []netip.Prefix{netip.PrefixFrom(srvV4, 24)}, tp.inet, []netip.Prefix{netip.PrefixFrom(inetV4, 24)})
+	// A default route in the server namespace gives -nat auto its egress.
+	tp.srv.AddRoute(t, netip.MustParsePrefix("0.0.0.0/0"), inetV4)
+	return tp
+}
+
+// server is a running 4over6d process.
+type server struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (tp *topology) startServer(t *testing.T, extra ...string) *server {
+	t.Helper()
+	args := append([]string{"-listen", "[" + srvV6.String() + "]:5678", "-pool", e2ePool, "-dns", e2eDNS, "-log-level", "debug"}, extra...)
+	s := &server{cmd: tp.srv.Command(context.Background(), binary(t), args...), logs: &syncBuffer{}, done: make(chan error, 1)}
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start 4over6d: %v", err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			_ = s.cmd.Process.Signal(syscall.SIGKILL)
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("4over6d logs:\n%s", s.logs.String())
+		}
+	})
+	deadline := time.Now().Add(e2eWait)
+	for !strings.Contains(s.logs.String(), "4over6d serving") {
+		select {
+		case err := <-s.done:
+			t.Fatalf("4over6d exited at start: %v\n%s", err, s.logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("4over6d did not start:\n%s", s.logs.String())
+		}
+	}
+	return s
+}
+
+// stop sends SIGTERM and returns the exit error and how long it took.
+func (s *server) stop(t *testing.T) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		return err, time.Since(start)
+	case <-time.After(10 * time.Second):
+		t.Fatal("4over6d ignored SIGTERM for 10 s")
+		return nil, 0
+	}
+}
+
+// rawClient speaks frames over a TCP connection dialled from the client
+// namespace; it needs no TUN.
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	dec  *messages.Decoder
+	addr netip.Addr
+}
+
+func (tp *topology) dial(t *testing.T) *rawClient {
+	t.Helper()
+	var conn net.Conn
+	err := tp.cli.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp6", netip.AddrPortFrom(srvV6, 5678).String(), e2eWait)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial server: %v", err)
+	}
+	c := &rawClient{t: t, conn: conn, dec: messages.NewDecoder(conn)}
+	t.Cleanup(func() { _ = conn.Close(); c.dec.Release() })
+	return c
+}
+
+func (c *rawClient) send(typ byte, payload []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(messages.AppendFrame(nil, typ, payload)); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+func (c *rawClient) handshake() {
+	c.t.Helper()
+	c.send(messages.TypeIPRequest, nil)
+	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	f, err := c.dec.Next()
+	if err != nil || f.Type != messages.TypeIPReply {
+		c.t.Fatalf("handshake: frame %d, %v", f.Type, err)
+	}
+	r, err := messages.ParseIPReply(f.Payload)
+	if err != nil {
+		c.t.Fatalf("parse 101: %v", err)
+	}
+	c.addr = r.Addr
+}
+
+// await reads 103 frames until match accepts one; heartbeats and other
+// packets (such as ICMP redirects) are skipped.
+func (c *rawClient) await(what string, match func(tuntest.Summary) bool) tuntest.Summary {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	for {
+		f, err := c.dec.Next()
+		if err != nil {
+			c.t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if f.Type != messages.TypeDataReply {
+			continue
+		}
+		s, err := tuntest.Parse(f.Payload)
+		if err == nil && match(s) {
+			return s
+		}
+	}
+}
+
+func TestHandshakeBytesOnTheWire(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	c := tp.dial(t)
+	c.send(messages.TypeIPRequest, nil)
+	want := messages.AppendFrame(nil, messages.TypeIPReply, []byte("192.0.2.2 0.0.0.0 198.51.100.53 198.51.100.54 203.0.113.53 \x00"))
+	buf := make([]byte, 4096)
+	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	n, err := c.conn.Read(buf) // one read, as the C clients do
+	if err != nil || !bytes.Equal(buf[:n], want) {
+		t.Fatalf("first read = %q, %v; want exactly %q", buf[:n], err, want)
+	}
+}
+
+func TestPingServerAndInternetThroughNAT(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	c := tp.dial(t)
+	c.handshake()
+	for i, dst := range []netip.Addr{tunAddr, inetV4} {
+		seq := uint16(i + 1)
+		c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x4646, seq, []byte("e2e ping")))
+		c.await("echo reply from "+dst.String(), func(s tuntest.Summary) bool {
+			return s.Proto == 1 && s.ICMPType == 0 && s.Src == dst && s.Dst == c.addr && s.Seq == seq
+		})
+	}
+}
+
+func TestUDPIsMasqueradedAndRepliesReturn(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	var pc net.PacketConn
+	if err := tp.inet.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(inetV4, 7777).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := tp.dial(t)
+	c.handshake()
+	c.send(messages.TypeDataRequest, tuntest.UDP(netip.AddrPortFrom(c.addr, 40000), netip.AddrPortFrom(inetV4, 7777), []byte("hello internet")))
+
+	_ = pc.SetReadDeadline(time.Now().Add(e2eWait))
+	buf := make([]byte, 2048)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "hello internet" {
+		t.Fatalf("internet host read %q, %v", buf[:n], err)
+	}
+	if got := from.(*net.UDPAddr).AddrPort().Addr(); got != srvV4 {
+		t.Fatalf("datagram arrived from %v, want the server's NAT address %v", got, srvV4)
+	}
+	if _, err := pc.WriteTo([]byte("hello client"), from); err != nil {
+		t.Fatal(err)
+	}
+	got := c.await("UDP reply", func(s tuntest.Summary) bool { return s.Proto == 17 && s.Src == inetV4 })
+	if got.Dst != c.addr || got.DstPort != 40000 || string(got.Payload) != "hello client" {
+		t.Fatalf("reply = %+v, want to %v:40000 with our payload", got, c.addr)
+	}
+}
+
+func TestTwoClientsReachEachOther(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	a, b := tp.dial(t), tp.dial(t)
+	a.handshake()
+	b.handshake()
+	a.send(messages.TypeDataRequest, tuntest.Ping(a.addr, b.addr, 0x4242, 1, []byte("a to b")))
+	b.await("A's echo request", func(s tuntest.Summary) bool {
+		return s.Proto == 1 && s.ICMPType == 8 && s.Src == a.addr && s.Seq == 1
+	})
+}
+
+func TestSIGTERMCleansUp(t *testing.T) {
+	tp := newTopology(t)
+	s := tp.startServer(t, "-tun", "e2etun0")
+	c := tp.dial(t)
+	c.handshake()
+	if out := tp.srv.Run(t, "nft", "list", "tables"); !strings.Contains(out, "4over6d") {
+		t.Fatalf("nftables table missing while running: %q", out)
+	}
+	err, took := s.stop(t)
+	if err != nil || took > 2*time.Second {
+		t.Fatalf("exit after SIGTERM: %v after %v; want status 0 within 2 s", err, took)
+	}
+	if _, err := tp.srv.Netlink().LinkByName("e2etun0"); err == nil {
+		t.Fatal("TUN device still exists after shutdown")
+	}
+	if out := tp.srv.Run(t, "nft", "list", "tables"); strings.Contains(out, "4over6d") {
+		t.Fatalf("nftables table left behind: %q", out)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	if _, err := io.ReadAll(c.conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client connection not closed cleanly: %v", err)
+	}
+}
+
+func TestWithoutNetAdminExitsWithOneLine(t *testing.T) {
+	tp := newTopology(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to drop CAP_NET_ADMIN: %v", err)
+	}
+	out, err := tp.srv.Command(context.Background(), "setpriv", "--bounding-set=-net_admin", "--", binary(t), "-pool", e2ePool).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1; output %q", err, out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "CAP_NET_ADMIN") {
+		t.Fatalf("output %q: want one line naming CAP_NET_ADMIN", out)
+	}
+}

@@ -1,0 +1,138 @@
+// Command 4over6d is the 4over6 tunnel server: clients on an IPv6-only
+// network connect over TCP, lease an IPv4 address and exchange IPv4 packets
+// that the server writes to a TUN device, where the kernel forwards (and
+// NATs) them to the IPv4 side.
+//
+// Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the server
+// cannot start or fails, 2 for invalid flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/4over6d/4over6d/actors"
+	"github.com/4over6d/4over6d/tun"
+)
+
+// natTable is the nftables table 4over6d owns.
+const natTable = "4over6d"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr, resolvConf)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "4over6d:", err)
+		return 2
+	}
+	log := newLogger(o, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, o, log); err != nil {
+		fmt.Fprintln(stderr, "4over6d:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(o *options, w io.Writer) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: o.logLevel}
+	if o.logJSON {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// serve brings the server up, waits for ctx to end, and takes it down in
+// reverse order. Every step that changed the host is undone on the way out,
+// also when a later step fails.
+func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	if err := tun.CheckPrivileges(); err != nil {
+		return err
+	}
+	if err := tun.EnableForwarding(); err != nil {
+		return err
+	}
+	dev, err := tun.Open(tun.Config{Name: o.tun, MTU: o.mtu, Prefix: o.pool})
+	if err != nil {
+		return err
+	}
+	defer closeLogged(log, "TUN device", dev.Close)
+	nat, err := setupNAT(o, log)
+	if err != nil {
+		return err
+	}
+	if nat != nil {
+		defer closeLogged(log, "NAT table", nat.Close)
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", o.listen, err)
+	}
+	srv, err := actors.Start(engineConfig(o, ln, dev, log))
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
+		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu))
+	<-ctx.Done()
+	log.Info("shutting down", slog.String("signal", "received"))
+	return srv.Close()
+}
+
+func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger) actors.Config {
+	return actors.Config{
+		Listener: ln, Device: dev, Pool: o.pool, Route: o.route, DNS: o.dns,
+		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
+		Grace: o.grace, MaxSessions: o.maxSessions, QueuePackets: o.queue, Logger: log,
+	}
+}
+
+// setupNAT installs the forwarding rules and, unless -nat off, the
+// masquerade of the pool towards the egress interface.
+func setupNAT(o *options, log *slog.Logger) (*tun.NAT, error) {
+	egress := ""
+	switch o.nat {
+	case "off":
+	case "auto":
+		ifc, err := tun.DefaultRouteInterface()
+		if err != nil {
+			return nil, err
+		}
+		if ifc == "" {
+			log.Warn("no IPv4 default route: NAT disabled; clients reach only routed networks (use -nat IFACE to choose)")
+		}
+		egress = ifc
+	default:
+		egress = o.nat
+	}
+	nat, err := tun.SetupNAT(tun.NATConfig{Table: natTable, Pool: o.pool, TUN: o.tun, Egress: egress})
+	if err != nil {
+		return nil, err
+	}
+	if egress != "" {
+		log.Info("NAT enabled", slog.String("egress", egress), slog.String("pool", o.pool.String()))
+	}
+	return nat, nil
+}
+
+func closeLogged(log *slog.Logger, what string, f func() error) {
+	if err := f(); err != nil {
+		log.Error("failed to remove "+what, slog.Any("err", err))
+	}
+}

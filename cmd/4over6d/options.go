@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/4over6d/4over6d/actors"
+)
+
+// Defaults that the issue tracker and README promise; keep them in step.
+const (
+	defaultListen = "[::]:5678"
+	defaultPool   = "100.64.0.0/24"
+	defaultTUN    = "4over6"
+	defaultMTU    = 1500
+	fallbackDNS   = "8.8.8.8"
+	resolvConf    = "/etc/resolv.conf"
+)
+
+// options are the parsed, validated command line.
+type options struct {
+	listen           string
+	pool             netip.Prefix
+	tun              string
+	mtu              int
+	dns              [3]netip.Addr
+	route            netip.Addr
+	nat              string
+	heartbeat        time.Duration
+	timeout          time.Duration
+	handshakeTimeout time.Duration
+	grace            time.Duration
+	maxSessions      int
+	queue            int
+	logLevel         slog.Level
+	logJSON          bool
+}
+
+// usageError marks errors that are the user's to fix (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// parseOptions reads flags; every invalid value is a usageError with a
+// message that names the flag.
+func parseOptions(args []string, stderr io.Writer, resolv string) (*options, error) {
+	fs := flag.NewFlagSet("4over6d", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		o                               options
+		pool, dns, route, level, format string
+	)
+	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
+	fs.StringVar(&pool, "pool", defaultPool, "IPv4 prefix leased to clients; its first host is the server's TUN address")
+	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
+	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: lab clients cap packets at 1500)")
+	fs.StringVar(&dns, "dns", "", "three comma-separated IPv4 DNS servers sent in 101 (default: first three nameservers of /etc/resolv.conf, else 8.8.8.8)")
+	fs.StringVar(&route, "route", "0.0.0.0", "route field of 101 (0.0.0.0: all IPv4 through the tunnel)")
+	fs.StringVar(&o.nat, "nat", "auto", "masquerade the pool: auto (out of the IPv4 default route's interface), off, or an interface name")
+	fs.DurationVar(&o.heartbeat, "heartbeat", actors.DefaultHeartbeat, "interval of heartbeats (104) to each client")
+	fs.DurationVar(&o.timeout, "timeout", actors.DefaultTimeout, "silence after which a client is dropped")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", actors.DefaultHandshakeTimeout, "time a new connection has to send its address request (100)")
+	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client IPv6 address")
+	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum concurrent sessions (0: only the pool size limits)")
+	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&format, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	checks := []func() error{
+		func() error { return parsePool(pool, &o.pool) },
+		func() error { return parseDNS(dns, resolv, &o.dns) },
+		func() error { return parseIPv4("-route", route, &o.route) },
+		func() error { return o.level(level) },
+		func() error { return o.format(format) },
+		o.validate,
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	return &o, nil
+}
+
+func parsePool(s string, out *netip.Prefix) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("-pool %q is not an IPv4 prefix like 192.0.2.0/24", s)
+	}
+	if p.Bits() > 30 {
+		return fmt.Errorf("-pool %q leaves no address for clients: use /30 or larger", s)
+	}
+	*out = p.Masked()
+	return nil
+}
+
+func parseIPv4(flagName, s string, out *netip.Addr) error {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return fmt.Errorf("%s %q is not an IPv4 address", flagName, s)
+	}
+	*out = a
+	return nil
+}
+
+// parseDNS takes the -dns list, or the host's resolvers when it is empty.
+// Lists shorter than three are padded by repeating, as clients expect
+// exactly three fields.
+func parseDNS(list, resolv string, out *[3]netip.Addr) error {
+	var addrs []netip.Addr
+	if list == "" {
+		addrs = resolvers(resolv)
+		if len(addrs) == 0 {
+			addrs = []netip.Addr{netip.MustParseAddr(fallbackDNS)}
+		}
+	} else {
+		for _, f := range strings.Split(list, ",") {
+			var a netip.Addr
+			if err := parseIPv4("-dns", strings.TrimSpace(f), &a); err != nil {
+				return err
+			}
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) > 3 {
+		return fmt.Errorf("-dns has %d servers; the protocol carries three", len(addrs))
+	}
+	for i := range out {
+		out[i] = addrs[i%len(addrs)]
+	}
+	return nil
+}
+
+// resolvers returns the IPv4 nameservers of a resolv.conf, in order.
+func resolvers(path string) []netip.Addr {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []netip.Addr
+	sc := bufio.NewScanner(f)
+	for sc.Scan() && len(out) < 3 {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || fields[0] != "nameserver" {
+			continue
+		}
+		if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (o *options) level(s string) error {
+	if err := o.logLevel.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", s)
+	}
+	return nil
+}
+
+func (o *options) format(s string) error {
+	switch s {
+	case "text":
+	case "json":
+		o.logJSON = true
+	default:
+		return fmt.Errorf("-log-format %q: want text or json", s)
+	}
+	return nil
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.mtu < 576 || o.mtu > 1500:
+		return fmt.Errorf("-mtu %d out of range 576-1500", o.mtu)
+	case o.tun == "" || len(o.tun) > 15:
+		return fmt.Errorf("-tun %q: want 1-15 characters", o.tun)
+	case o.heartbeat <= 0, o.timeout <= 0, o.handshakeTimeout <= 0:
+		return errors.New("-heartbeat, -timeout and -handshake-timeout must be positive")
+	case o.timeout <= o.heartbeat:
+		return fmt.Errorf("-timeout %v must be longer than -heartbeat %v, or clients are dropped between heartbeats", o.timeout, o.heartbeat)
+	case o.grace < 0:
+		return errors.New("-grace must not be negative")
+	case o.maxSessions < 0:
+		return errors.New("-max-sessions must not be negative")
+	case o.queue < 1:
+		return errors.New("-queue must be at least 1")
+	case o.nat == "":
+		return errors.New("-nat must be auto, off or an interface name")
+	}
+	return nil
+}

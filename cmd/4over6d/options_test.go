@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-mtu", "9000"}, "-mtu"},
+		{[]string{"-pool", "2001:db8::/64"}, "-pool"},
+		{[]string{"-pool", "192.0.2.0/31"}, "-pool"},
+		{[]string{"-dns", "198.51.100.1,nope"}, "-dns"},
+		{[]string{"-dns", "198.51.100.1,198.51.100.2,198.51.100.3,198.51.100.4"}, "-dns"},
+		{[]string{"-route", "::"}, "-route"},
+		{[]string{"-log-level", "loud"}, "-log-level"},
+		{[]string{"-log-format", "xml"}, "-log-format"},
+		{[]string{"-timeout", "10s", "-heartbeat", "20s"}, "-timeout"},
+		{[]string{"-tun", "a-very-long-device-name"}, "-tun"},
+		{[]string{"-max-sessions", "-1"}, "-max-sessions"},
+		{[]string{"-nosuchflag"}, "nosuchflag"},
+		{[]string{"extra"}, "extra"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(tc.args, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("run = %d, stderr %q; want 2 and a message naming %s", code, stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard, filepath.Join(t.TempDir(), "missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallback := netip.MustParseAddr("8.8.8.8")
+	if o.listen != "[::]:5678" || o.pool.String() != "100.64.0.0/24" || o.tun != "4over6" || o.mtu != 1500 ||
+		o.route != netip.IPv4Unspecified() || o.nat != "auto" || o.heartbeat != 20*time.Second ||
+		o.timeout != 60*time.Second || o.handshakeTimeout != 10*time.Second || o.maxSessions != 0 ||
+		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.logJSON {
+		t.Fatalf("defaults = %+v", o)
+	}
+}
+
+func TestDNSFromResolvConf(t *testing.T) {
+	tests := []struct {
+		name, conf string
+		want       string
+	}{
+		{"three of four", "nameserver 198.51.100.1\nnameserver 2001:db8::53\nnameserver 198.51.100.2\n# c\nnameserver 198.51.100.3\nnameserver 198.51.100.4\n", "198.51.100.1 198.51.100.2 198.51.100.3"},
+		{"one padded", "search example\nnameserver 203.0.113.9\n", "203.0.113.9 203.0.113.9 203.0.113.9"},
+		{"two padded", "nameserver 203.0.113.9\nnameserver 203.0.113.8\n", "203.0.113.9 203.0.113.8 203.0.113.9"},
+		{"only IPv6 falls back", "nameserver 2001:db8::53\n", "8.8.8.8 8.8.8.8 8.8.8.8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "resolv.conf")
+			if err := os.WriteFile(path, []byte(tc.conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			o, err := parseOptions(nil, io.Discard, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.dns[0].String() + " " + o.dns[1].String() + " " + o.dns[2].String(); got != tc.want {
+				t.Fatalf("dns = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDNSFlagPadding(t *testing.T) {
+	o, err := parseOptions([]string{"-dns", "198.51.100.7, 198.51.100.8"}, io.Discard, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [3]netip.Addr{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.100.8"), netip.MustParseAddr("198.51.100.7")}
+	if o.dns != want {
+		t.Fatalf("dns = %v, want %v", o.dns, want)
+	}
+}
