@@ -1,0 +1,250 @@
+//go:build linux
+
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/songgao/water"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// minMTU is the smallest MTU an IPv4 link may have (RFC 791), so a smaller
+// configured value is a mistake rather than a tuning choice.
+const minMTU = 68
+
+// maxPoolBits keeps room in the pool for the server address plus at least
+// one client address.
+const maxPoolBits = 30
+
+// Config describes the TUN interface the server owns: its name, its MTU and
+// the client address pool it routes, whose first host the TUN takes.
+type Config struct {
+	// Name is the kernel interface name, at most 15 bytes.
+	Name string
+	// MTU is the interface MTU, between 68 and MaxPacket.
+	MTU int
+	// Prefix is the client address pool, e.g. 192.0.2.0/24; the kernel
+	// routes it to the TUN once the server address is assigned.
+	Prefix netip.Prefix
+}
+
+// ServerAddr returns the first host of the prefix (192.0.2.1 for
+// 192.0.2.0/24). The server's TUN takes it, so the pool allocator must never
+// lease it to a client. It returns the zero Addr for an invalid prefix.
+func ServerAddr(p netip.Prefix) netip.Addr {
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
+	return p.Masked().Addr().Next()
+}
+
+// Linux is the Device backed by a kernel TUN interface. The file descriptor
+// comes from water and sits behind Go's netpoller, so deadlines and Close
+// unblock a pending Read without a dedicated thread per device.
+type Linux struct {
+	name   string
+	mtu    int
+	index  int
+	file   *os.File
+	raw    syscall.RawConn
+	links  *netlink.Handle
+	closed atomic.Bool
+}
+
+var _ Device = (*Linux)(nil)
+
+// Open creates the TUN interface cfg.Name in the calling thread's network
+// namespace, assigns it ServerAddr(cfg.Prefix) with the prefix length, sets
+// its MTU, disables IPv6 on it (the tunnel carries IPv4 only, so the kernel
+// must not send router solicitations or MLD reports into it) and brings it
+// up. A persistent TUN of the same name is a leftover and is deleted first;
+// a non-persistent TUN (held by a live process) or a link of another type
+// makes Open fail instead. The TUN itself is not persistent, so the kernel
+// removes it when the process dies, even by kill -9.
+func Open(cfg Config) (*Linux, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	links, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("failed to open netlink handle: %w", err)
+	}
+	dev, err := open(links, cfg)
+	if err != nil {
+		links.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+func (cfg Config) validate() error {
+	switch {
+	case cfg.Name == "" || len(cfg.Name) >= unix.IFNAMSIZ:
+		return fmt.Errorf("failed to open TUN: name %q must have 1 to %d bytes", cfg.Name, unix.IFNAMSIZ-1)
+	case cfg.MTU < minMTU || cfg.MTU > MaxPacket:
+		return fmt.Errorf("failed to open TUN %s: MTU %d is outside %d..%d", cfg.Name, cfg.MTU, minMTU, MaxPacket)
+	case !cfg.Prefix.IsValid() || !cfg.Prefix.Addr().Is4():
+		return fmt.Errorf("failed to open TUN %s: pool %v is not an IPv4 prefix", cfg.Name, cfg.Prefix)
+	case cfg.Prefix.Bits() > maxPoolBits:
+		return fmt.Errorf("failed to open TUN %s: pool %v is longer than /%d", cfg.Name, cfg.Prefix, maxPoolBits)
+	}
+	return nil
+}
+
+func open(links *netlink.Handle, cfg Config) (*Linux, error) {
+	if err := removeStaleLink(links, cfg.Name); err != nil {
+		return nil, err
+	}
+	ifce, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create TUN %s: %w", cfg.Name, err)
+	}
+	dev, err := newLinux(ifce, links, cfg.MTU)
+	if err != nil {
+		ifce.Close()
+		return nil, err
+	}
+	if err := configureLink(links, dev.index, dev.name, cfg); err != nil {
+		dev.file.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+func newLinux(ifce *water.Interface, links *netlink.Handle, mtu int) (*Linux, error) {
+	file, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		return nil, fmt.Errorf("failed to use TUN %s: water returned %T, not *os.File", ifce.Name(), ifce.ReadWriteCloser)
+	}
+	raw, err := file.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("failed to get raw connection of TUN %s: %w", ifce.Name(), err)
+	}
+	if err := closeOnExec(raw); err != nil {
+		return nil, fmt.Errorf("failed to set close-on-exec on TUN %s: %w", ifce.Name(), err)
+	}
+	link, err := links.LinkByName(ifce.Name())
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up TUN %s: %w", ifce.Name(), err)
+	}
+	return &Linux{
+		name:  ifce.Name(),
+		mtu:   mtu,
+		index: link.Attrs().Index,
+		file:  file,
+		raw:   raw,
+		links: links,
+	}, nil
+}
+
+// closeOnExec sets FD_CLOEXEC, which water omits: without it every process
+// the daemon (or a test) starts inherits the TUN and keeps the interface
+// alive after Close.
+func closeOnExec(raw syscall.RawConn) error {
+	return raw.Control(func(fd uintptr) { unix.CloseOnExec(int(fd)) })
+}
+
+// Name returns the kernel interface name.
+func (d *Linux) Name() string { return d.name }
+
+// MTU returns the MTU the interface was configured with.
+func (d *Linux) MTU() int { return d.mtu }
+
+// Read blocks until a packet is queued, then drains the queue without
+// blocking until it is empty or min(len(bufs), len(sizes)) packets are read:
+// one wake-up per batch, one read(2) per packet.
+func (d *Linux) Read(bufs [][]byte, sizes []int) (int, error) {
+	limit := min(len(bufs), len(sizes))
+	if limit == 0 {
+		return 0, nil
+	}
+	n := 0
+	var readErr error
+	err := d.raw.Read(func(fd uintptr) bool {
+		n, readErr = drain(int(fd), bufs[:limit], sizes, n)
+		return n > 0 || readErr != nil
+	})
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = readErr
+	}
+	return 0, d.ioError("read from", err)
+}
+
+// drain reads packets into bufs[n:] until the fd would block, bufs is full
+// or a read fails, and returns the new count. EAGAIN is not an error: it
+// tells the caller to wait on the netpoller when nothing was read yet.
+func drain(fd int, bufs [][]byte, sizes []int, n int) (int, error) {
+	for n < len(bufs) {
+		size, err := unix.Read(fd, bufs[n])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+		sizes[n] = size
+		n++
+	}
+	return n, nil
+}
+
+// Write hands each packet to the kernel with its own write(2), since a TUN
+// without IFF_VNET_HDR takes exactly one packet per call.
+func (d *Linux) Write(bufs [][]byte) (int, error) {
+	for i, b := range bufs {
+		if _, err := d.file.Write(b); err != nil {
+			return i, d.ioError("write to", err)
+		}
+	}
+	return len(bufs), nil
+}
+
+// SetReadDeadline sets the deadline of pending and future Reads; once it
+// passes they fail with an error matching os.ErrDeadlineExceeded.
+func (d *Linux) SetReadDeadline(t time.Time) error {
+	if err := d.file.SetReadDeadline(t); err != nil {
+		return d.ioError("set read deadline of", err)
+	}
+	return nil
+}
+
+// Close closes the file descriptor, which unblocks pending Reads with
+// ErrClosed and makes the kernel remove the non-persistent interface, then
+// deletes the link if it is somehow still there. Later calls return nil.
+func (d *Linux) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	defer d.links.Close()
+	fileErr := d.file.Close()
+	if fileErr != nil {
+		fileErr = fmt.Errorf("failed to close TUN %s: %w", d.name, fileErr)
+	}
+	return errors.Join(fileErr, deleteLink(d.links, d.index, d.name))
+}
+
+// ioError maps any failure after Close to ErrClosed, because the netpoller
+// reports a closed file with an error that cannot be matched outside the
+// standard library.
+func (d *Linux) ioError(op string, err error) error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	return fmt.Errorf("failed to %s TUN %s: %w", op, d.name, err)
+}
