@@ -256,4 +256,3 @@ func (h *harness) leaseCount() int {
 func ping(src, dst netip.Addr, seq uint16) []byte {
 	return tuntest.Ping(src, dst, 7, seq, []byte("4over6 test payload"))
 }
-

@@ -68,6 +68,8 @@ type Metrics struct {
 	SessionsClosed atomic.Uint64
 	SessionsActive atomic.Int64
 	LeaseDenials   atomic.Uint64
+	PoolSize       atomic.Int64 // addresses the pool can lease
+	PoolLeased     atomic.Int64
 	PacketsIn      atomic.Uint64 // client -> TUN
 	BytesIn        atomic.Uint64
 	PacketsOut     atomic.Uint64 // TUN -> client

@@ -56,6 +56,7 @@ func newAddressPool(cfg *shared) actor.Producer {
 func (p *AddressPool) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		p.cfg.Metrics.PoolSize.Store(int64(p.alloc.size))
 		p.startRecovery(ctx)
 	case *messages.LiveSessions:
 		p.expectClaims(ctx, m.Sessions)
@@ -156,6 +157,7 @@ func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *
 // anyone learns the address, so no packet for it can arrive unrouted.
 func (p *AddressPool) record(ctx actor.Context, session *actor.PID, client netip.AddrPort, addr netip.Addr) {
 	p.leases[session.Id] = messages.Lease{Addr: addr, Session: session, Client: client, Since: time.Now()}
+	p.cfg.Metrics.PoolLeased.Store(int64(len(p.leases)))
 	ctx.Watch(session)
 	ctx.Send(p.cfg.router, &messages.RouteAdd{Addr: addr, Session: session})
 }
@@ -172,6 +174,7 @@ func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(p.leases, who.Id)
+	p.cfg.Metrics.PoolLeased.Store(int64(len(p.leases)))
 	p.alloc.release(who.Id, lease.Client.Addr(), time.Now())
 	ctx.Send(p.cfg.router, &messages.RouteDel{Addr: lease.Addr, Session: lease.Session})
 }

@@ -325,3 +325,64 @@ func TestWithoutNetAdminExitsWithOneLine(t *testing.T) {
 		t.Fatalf("output %q: want one line naming CAP_NET_ADMIN", out)
 	}
 }
+
+// adminGet fetches a path from the admin endpoint inside the server
+// namespace (it listens on the namespace's loopback).
+func (tp *topology) adminGet(t *testing.T, path string) string {
+	t.Helper()
+	var body []byte
+	err := tp.srv.Do(func() error {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:9604", e2eWait)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(e2eWait))
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: admin\r\n\r\n", path); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(conn)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return string(body)
+}
+
+func TestAdminEndpointAfterTraffic(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	c := tp.dial(t)
+	c.handshake()
+	c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x4646, 1, []byte("metrics")))
+	c.await("echo reply", func(s tuntest.Summary) bool { return s.Proto == 1 && s.ICMPType == 0 })
+	c.send(messages.TypeDataRequest, tuntest.Ping(netip.MustParseAddr("203.0.113.9"), inetV4, 1, 1, nil)) // spoofed
+	deadline := time.Now().Add(e2eWait)
+	for {
+		m := tp.adminGet(t, "/metrics")
+		if strings.Contains(m, `fourover6d_packets_total{direction="in"} 1`) &&
+			strings.Contains(m, `fourover6d_packets_total{direction="out"} 1`) &&
+			strings.Contains(m, `fourover6d_drops_total{reason="spoofed"} 1`) &&
+			strings.Contains(m, "fourover6d_sessions 1") && strings.Contains(m, "fourover6d_pool_leased 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never matched the traffic:\n%s", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	status := tp.adminGet(t, "/status")
+	for _, want := range []string{`"addr": "` + c.addr.String() + `"`, `"client": "[` + cliV6.String() + `]:`, `"packets_in": 1`, `"leased": 1`} {
+		if !strings.Contains(status, want) {
+			t.Fatalf("/status lacks %s:\n%s", want, status)
+		}
+	}
+	if h := tp.adminGet(t, "/healthz"); !strings.Contains(h, "200 OK") {
+		t.Fatalf("/healthz: %s", h)
+	}
+	out := tp.srv.Run(t, binary(t), "status")
+	if !strings.Contains(out, c.addr.String()) || !strings.Contains(out, "(1 of 253 leased)") {
+		t.Fatalf("4over6d status output:\n%s", out)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/4over6d/4over6d/actors"
 	"github.com/4over6d/4over6d/tun"
@@ -27,10 +28,13 @@ import (
 const natTable = "4over6d"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(args[1:], stdout, stderr)
+	}
 	o, err := parseOptions(args, stderr, resolvConf)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -42,10 +46,12 @@ func run(args []string, stderr io.Writer) int {
 	log := newLogger(o, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	start := time.Now()
 	if err := serve(ctx, o, log); err != nil {
 		fmt.Fprintln(stderr, "4over6d:", err)
 		return 1
 	}
+	log.Info("4over6d stopped", slog.Duration("uptime", time.Since(start).Round(time.Millisecond)))
 	return 0
 }
 
@@ -88,10 +94,19 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		_ = ln.Close()
 		return err
 	}
+	waitAdmin := func() {}
+	if o.admin != "off" {
+		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool}
+		if waitAdmin, err = serveAdmin(ctx, o.admin, a, log); err != nil {
+			_ = srv.Close()
+			return err
+		}
+	}
+	defer waitAdmin()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
 		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu))
 	<-ctx.Done()
-	log.Info("shutting down", slog.String("signal", "received"))
+	log.Info("shutting down: closing sessions, removing NAT table and TUN device")
 	return srv.Close()
 }
 

@@ -28,6 +28,7 @@ const (
 // options are the parsed, validated command line.
 type options struct {
 	listen           string
+	admin            string
 	pool             netip.Prefix
 	tun              string
 	mtu              int
@@ -60,6 +61,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 		pool, dns, route, level, format string
 	)
 	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
+	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz), or off")
 	fs.StringVar(&pool, "pool", defaultPool, "IPv4 prefix leased to clients; its first host is the server's TUN address")
 	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: lab clients cap packets at 1500)")

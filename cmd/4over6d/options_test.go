@@ -33,7 +33,7 @@ func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr bytes.Buffer
-			code := run(tc.args, &stderr)
+			code := run(tc.args, io.Discard, &stderr)
 			if code != 2 || !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("run = %d, stderr %q; want 2 and a message naming %s", code, stderr.String(), tc.want)
 			}

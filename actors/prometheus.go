@@ -1,0 +1,73 @@
+package actors
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes Metrics to Prometheus. It reads the atomics at scrape
+// time, so the data path never touches a Prometheus type.
+type Collector struct {
+	m                                     *Metrics
+	sessions, sessionsTotal, closedTotal  *prometheus.Desc
+	poolSize, poolLeased, denials         *prometheus.Desc
+	packets, bytes, drops, failures, errs *prometheus.Desc
+}
+
+// NewCollector describes every engine metric under the "fourover6d_" prefix.
+func NewCollector(m *Metrics) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("fourover6d_"+name, help, labels, nil)
+	}
+	return &Collector{
+		m:             m,
+		sessions:      d("sessions", "Client sessions currently connected."),
+		sessionsTotal: d("sessions_opened_total", "Client connections accepted."),
+		closedTotal:   d("sessions_closed_total", "Client sessions ended."),
+		poolSize:      d("pool_size", "Addresses the pool can lease."),
+		poolLeased:    d("pool_leased", "Addresses currently leased."),
+		denials:       d("lease_denials_total", "Clients refused an address (pool exhausted or session limit)."),
+		packets:       d("packets_total", "IPv4 packets carried, by direction (in: client to TUN, out: TUN to client).", "direction"),
+		bytes:         d("bytes_total", "IPv4 bytes carried, by direction.", "direction"),
+		drops:         d("drops_total", "Packets dropped, by reason.", "reason"),
+		failures:      d("actor_failures_total", "Supervised actor panics, by actor kind.", "actor"),
+		errs:          d("frame_errors_total", "Protocol violations by clients, by kind.", "kind"),
+	}
+}
+
+// Describe sends every descriptor.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
+		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs} {
+		ch <- d
+	}
+}
+
+// Collect reads the counters.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	m := c.m
+	gauge(c.sessions, float64(m.SessionsActive.Load()))
+	counter(c.sessionsTotal, m.SessionsOpened.Load())
+	counter(c.closedTotal, m.SessionsClosed.Load())
+	gauge(c.poolSize, float64(m.PoolSize.Load()))
+	gauge(c.poolLeased, float64(m.PoolLeased.Load()))
+	counter(c.denials, m.LeaseDenials.Load())
+	counter(c.packets, m.PacketsIn.Load(), "in")
+	counter(c.packets, m.PacketsOut.Load(), "out")
+	counter(c.bytes, m.BytesIn.Load(), "in")
+	counter(c.bytes, m.BytesOut.Load(), "out")
+	for r := range numDropReasons {
+		counter(c.drops, m.Drops(r), r.String())
+	}
+	for k := range numActorKinds {
+		counter(c.failures, m.Failures(k), k.String())
+	}
+	for f := range numFrameErrors {
+		counter(c.errs, m.FrameErrors(f), f.String())
+	}
+}

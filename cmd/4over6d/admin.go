@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/4over6d/4over6d/actors"
+)
+
+// defaultAdmin is loopback-only: the admin endpoint has no authentication.
+const defaultAdmin = "127.0.0.1:9604"
+
+// statusDoc is the JSON of /status, read back by `4over6d status`.
+type statusDoc struct {
+	Listen   string          `json:"listen"`
+	TUN      string          `json:"tun"`
+	Pool     string          `json:"pool"`
+	Leased   int64           `json:"leased"`
+	Size     int64           `json:"size"`
+	Sessions []sessionStatus `json:"sessions"`
+}
+
+type sessionStatus struct {
+	Client     string    `json:"client"`
+	Addr       string    `json:"addr"`
+	Since      time.Time `json:"since"`
+	LastHeard  time.Time `json:"last_heard"`
+	PacketsIn  uint64    `json:"packets_in"`
+	BytesIn    uint64    `json:"bytes_in"`
+	PacketsOut uint64    `json:"packets_out"`
+	BytesOut   uint64    `json:"bytes_out"`
+	Drops      uint64    `json:"drops"`
+	Queued     int64     `json:"queued"`
+}
+
+// admin serves /metrics, /status and /healthz for one running server.
+type admin struct {
+	srv    *actors.Server
+	listen string
+	tun    string
+	pool   netip.Prefix
+}
+
+func (a *admin) handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(actors.NewCollector(a.srv.Metrics()), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", a.status)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	return mux
+}
+
+func (a *admin) status(w http.ResponseWriter, _ *http.Request) {
+	doc, err := a.snapshot()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(doc)
+}
+
+// healthz answers 200 only when the actors respond, so a container
+// healthcheck notices a wedged engine, not just a live process.
+func (a *admin) healthz(w http.ResponseWriter, _ *http.Request) {
+	if _, err := a.srv.Leases(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (a *admin) snapshot() (*statusDoc, error) {
+	sessions, err := a.srv.Sessions()
+	if err != nil {
+		return nil, err
+	}
+	m := a.srv.Metrics()
+	doc := &statusDoc{Listen: a.listen, TUN: a.tun, Pool: a.pool.String(),
+		Leased: m.PoolLeased.Load(), Size: m.PoolSize.Load(), Sessions: make([]sessionStatus, 0, len(sessions))}
+	for _, s := range sessions {
+		addr := ""
+		if s.Addr.IsValid() {
+			addr = s.Addr.String()
+		}
+		doc.Sessions = append(doc.Sessions, sessionStatus{
+			Client: s.Client.String(), Addr: addr, Since: s.Since.UTC(), LastHeard: s.LastHeard.UTC(),
+			PacketsIn: s.PacketsIn, BytesIn: s.BytesIn, PacketsOut: s.PacketsOut, BytesOut: s.BytesOut,
+			Drops: s.Drops, Queued: s.Queued,
+		})
+	}
+	return doc, nil
+}
+
+// serveAdmin listens on addr and serves until ctx ends. The listener is
+// opened before the function returns, so a bad address fails start-up.
+func serveAdmin(ctx context.Context, addr string, a *admin, log *slog.Logger) (wait func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen for the admin endpoint on %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin endpoint failed", slog.Any("err", err))
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	log.Info("admin endpoint listening", slog.String("addr", ln.Addr().String()))
+	return func() { <-done }, nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// runStatus is `4over6d status`: it reads /status from a running server's
+// admin endpoint and prints it like `wg show`, or passes the JSON through.
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("4over6d status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("admin", defaultAdmin, "admin endpoint of the running server")
+	raw := fs.Bool("json", false, "print the JSON as served")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + *addr + "/status")
+	if err != nil {
+		fmt.Fprintf(stderr, "4over6d status: failed to reach the server's admin endpoint: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "4over6d status: %s %s %v\n", resp.Status, strings.TrimSpace(string(body)), err)
+		return 1
+	}
+	if *raw {
+		_, _ = stdout.Write(body)
+		return 0
+	}
+	var doc statusDoc
+	if err := json.Unmarshal(body, &doc); err != nil {
+		fmt.Fprintf(stderr, "4over6d status: bad answer from %s: %v\n", *addr, err)
+		return 1
+	}
+	printStatus(stdout, &doc, time.Now())
+	return 0
+}
+
+// printStatus renders the status as a header and one row per session.
+func printStatus(w io.Writer, d *statusDoc, now time.Time) {
+	fmt.Fprintf(w, "interface: %s\n  listening: %s\n  pool: %s (%d of %d leased)\n  sessions: %d\n\n",
+		d.TUN, d.Listen, d.Pool, d.Leased, d.Size, len(d.Sessions))
+	if len(d.Sessions) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT\tADDRESS\tCONNECTED\tLAST HEARD\tRECEIVED\tSENT\tDROPS\tQUEUED")
+	for _, s := range d.Sessions {
+		addr := s.Addr
+		if addr == "" {
+			addr = "(none)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s (%d pkts)\t%s (%d pkts)\t%d\t%d\n",
+			s.Client, addr, humanDuration(now.Sub(s.Since)), humanDuration(now.Sub(s.LastHeard)),
+			humanBytes(s.BytesIn), s.PacketsIn, humanBytes(s.BytesOut), s.PacketsOut, s.Drops, s.Queued)
+	}
+	_ = tw.Flush()
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func humanDuration(d time.Duration) string {
+	d = max(d, 0).Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%dh %dm %ds", h, m, s)
+	case m > 0:
+		return fmt.Sprintf("%dm %ds", m, s)
+	}
+	return fmt.Sprintf("%ds", s)
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a Debian/Ubuntu machine,
+# only where it is missing: iproute2 (ip netns), nftables (inspection in
+# tests), iputils-ping, util-linux (setpriv) and curl. Go itself must be
+# present (https://go.dev/dl/), as the README says.
+set -euo pipefail
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need ip iproute2
+need nft nftables
+need ping iputils-ping
+need setpriv util-linux
+need curl curl
+
+if ((${#missing[@]})); then
+	if ! command -v apt-get >/dev/null 2>&1; then
+		echo "missing tools and no apt-get to install them: ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	for d in /usr/local/go/bin /usr/lib/go/bin; do
+		[[ -x $d/go ]] && export PATH="$d:$PATH"
+	done
+fi
+command -v go >/dev/null 2>&1 || { echo "Go is not installed (need Go 1.26+: https://go.dev/dl/)" >&2; exit 1; }

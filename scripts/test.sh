@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it: installs missing tools, checks
+# formatting and vet, then runs every test with the race detector. Run it
+# as root: the end-to-end tests create network namespaces, TUN devices and
+# nftables tables (all removed again). As root, a test that would skip for
+# lack of privileges fails instead, so nothing is counted as passing unrun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+if [[ $(id -u) -eq 0 ]]; then
+	export FOUR6_REQUIRE_ROOT_TESTS=1
+else
+	echo "warning: not root: namespace end-to-end tests will be skipped (run with sudo)" >&2
+fi
+
+go mod download
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [[ -n $unformatted ]]; then
+	echo "gofmt needed on:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+go test -race -count=1 -timeout 15m -v ./... >"$log" 2>&1
+status=$?
+set -e
+grep -E '^(--- (FAIL|SKIP)|ok |FAIL|panic:)' "$log" || true
+if ((status != 0)); then
+	echo "--- failure output ---"
+	grep -B2 -A40 -E '^(--- FAIL|panic:)' "$log" | head -400
+	exit "$status"
+fi
+if [[ $(id -u) -eq 0 ]] && grep -q -- '--- SKIP' "$log"; then
+	echo "tests were skipped on a root run; that counts as a failure here" >&2
+	exit 1
+fi
+passed=$(grep -c -E '^\s*--- PASS' "$log" || true)
+echo "$passed passed, 0 failed"
