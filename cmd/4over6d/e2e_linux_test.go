@@ -311,18 +311,35 @@ func TestSIGTERMCleansUp(t *testing.T) {
 	}
 }
 
-func TestWithoutNetAdminExitsWithOneLine(t *testing.T) {
+func TestMissingPrivilegesExitWithOneLine(t *testing.T) {
 	tp := newTopology(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatalf("setpriv (util-linux) is needed to drop CAP_NET_ADMIN: %v", err)
+	for _, tool := range []string{"setpriv", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) is needed: %v", tool, err)
+		}
 	}
-	out, err := tp.srv.Command(context.Background(), "setpriv", "--bounding-set=-net_admin", "--", binary(t), "-pool", e2ePool).CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("exit = %v, want status 1; output %q", err, out)
+	tests := []struct {
+		name    string
+		command []string
+		want    string
+	}{
+		{"no CAP_NET_ADMIN", []string{"setpriv", "--bounding-set=-net_admin", "--", binary(t), "-pool", e2ePool}, "CAP_NET_ADMIN"},
+		// A private mount namespace with an empty /dev/net hides the
+		// TUN device node from the server only.
+		{"no /dev/net/tun", []string{"unshare", "--mount", "sh", "-c",
+			"mount -t tmpfs none /dev/net && exec " + binary(t) + " -pool " + e2ePool}, "/dev/net/tun"},
 	}
-	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "CAP_NET_ADMIN") {
-		t.Fatalf("output %q: want one line naming CAP_NET_ADMIN", out)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := tp.srv.Command(context.Background(), tc.command[0], tc.command[1:]...).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("exit = %v, want status 1; output %q", err, out)
+			}
+			if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("output %q: want one line naming %s", out, tc.want)
+			}
+		})
 	}
 }
 
