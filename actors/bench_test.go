@@ -89,9 +89,7 @@ func benchDownlinkActors(b *testing.B) {
 	}))
 	cfg := &shared{Config: Config{Metrics: &Metrics{}}.withDefaults(), pool: pool}
 	router := sys.Root.Spawn(actor.PropsFromProducer(newRouter(cfg)))
-	if _, err := sys.Root.RequestFuture(router, &messages.RoutesQuery{}, time.Second).Result(); err != nil {
-		b.Fatal(err)
-	}
+	waitForRoute(b, sys, router)
 	b.SetBytes(int64(benchBatch * len(benchPacket)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -101,6 +99,22 @@ func benchDownlinkActors(b *testing.B) {
 	<-s.done
 	b.StopTimer()
 	_ = sys.Root.PoisonFuture(router).Wait()
+}
+
+// waitForRoute returns once the Router has its table from the stub pool:
+// packets sent earlier would be dropped as unroutable.
+func waitForRoute(b *testing.B, sys *actor.ActorSystem, router *actor.PID) {
+	for range 100 {
+		res, err := sys.Root.RequestFuture(router, &messages.RoutesQuery{}, time.Second).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.(*messages.Routes).Routes) == 1 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Fatal("router never received its table")
 }
 
 func benchDownlinkChannels(b *testing.B) {

@@ -24,6 +24,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultGrace            = 5 * time.Minute
 	DefaultQueuePackets     = 1024
+	DefaultMaxPerSource     = 16
 )
 
 // Config is everything the engine needs from its owner. Listener and
@@ -49,6 +50,14 @@ type Config struct {
 	Grace time.Duration
 	// MaxSessions caps concurrent sessions; 0 means the pool size limits.
 	MaxSessions int
+	// MaxPerSource caps concurrent connections from one IPv6 address, so
+	// one host cannot take the whole pool or flood the accept path; 0
+	// means no limit.
+	MaxPerSource int
+	// IsolateClients drops client packets addressed to the pool (other
+	// clients and the server's TUN address). The zero value allows them,
+	// as the lab expects.
+	IsolateClients bool
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger

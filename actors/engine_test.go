@@ -304,3 +304,32 @@ func TestMaxSessions(t *testing.T) {
 	third := h.dial()
 	third.expectClosed(wait)
 }
+
+func TestPerSourceLimit(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxPerSource = 2 })
+	first := h.connect()
+	h.connect()
+	third := h.dial()
+	third.expectClosed(wait)
+	if n := h.srv.Metrics().Refused(RefusePerSource); n != 1 {
+		t.Fatalf("per-source refusals = %d, want 1", n)
+	}
+	_ = first.conn.Close()
+	eventually(t, wait, "first session to end", func() bool { return h.srv.Metrics().SessionsClosed.Load() == 1 })
+	h.connect() // a slot is free again
+}
+
+func TestIsolatedClients(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.IsolateClients = true })
+	h.dev.SetLoopback(testPool)
+	a, b := h.connect(), h.connect()
+	for _, dst := range []netip.Addr{b.addr, serverAddr} {
+		a.send(messages.TypeDataRequest, ping(a.addr, dst, 1))
+	}
+	eventually(t, wait, "client-to-client drops", func() bool { return h.srv.Metrics().Drops(DropClientToClient) == 2 })
+	out := ping(a.addr, inetHost, 2)
+	a.send(messages.TypeDataRequest, out)
+	if got := h.written(wait); !bytes.Equal(got, out) {
+		t.Fatalf("traffic to the internet was dropped too: got %x", got)
+	}
+}

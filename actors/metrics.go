@@ -9,18 +9,19 @@ type DropReason int
 
 // Drop reasons, in the order they appear on the packet path.
 const (
-	DropNotIPv4     DropReason = iota // 102 payload is not a well-formed IPv4 packet
-	DropBeforeLease                   // 102 before the client asked for an address
-	DropSpoofed                       // inner source is not the client's leased address
-	DropTooBig                        // packet larger than the TUN MTU
-	DropNoRoute                       // TUN packet for an address with no session
-	DropQueueFull                     // the client's queue towards it is full
-	DropTUNWrite                      // the device refused the packet
+	DropNotIPv4        DropReason = iota // 102 payload is not a well-formed IPv4 packet
+	DropBeforeLease                      // 102 before the client asked for an address
+	DropSpoofed                          // inner source is not the client's leased address
+	DropTooBig                           // packet larger than the TUN MTU
+	DropNoRoute                          // TUN packet for an address with no session
+	DropQueueFull                        // the client's queue towards it is full
+	DropTUNWrite                         // the device refused the packet
+	DropClientToClient                   // to the pool while client-to-client traffic is off
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write",
+	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write", "client_to_client",
 }
 
 // String is the metric label for the reason.
@@ -60,6 +61,21 @@ var frameErrNames = [numFrameErrors]string{"too_large", "truncated", "unknown_ty
 // String is the metric label for the frame error.
 func (f FrameError) String() string { return frameErrNames[f] }
 
+// RefuseReason says why a connection was closed before it became a session.
+type RefuseReason int
+
+// Refusal reasons.
+const (
+	RefuseSessionLimit RefuseReason = iota // -max-sessions reached
+	RefusePerSource                        // -max-per-source reached for that IPv6 address
+	numRefuseReasons
+)
+
+var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit"}
+
+// String is the metric label for the reason.
+func (r RefuseReason) String() string { return refuseNames[r] }
+
 // Metrics are the engine's counters. They are atomics because the admin
 // endpoint reads them from another goroutine; every counter is written by
 // the actors only, and nothing reads them to make decisions.
@@ -77,7 +93,14 @@ type Metrics struct {
 	drops          [numDropReasons]atomic.Uint64
 	failures       [numActorKinds]atomic.Uint64
 	frameErrors    [numFrameErrors]atomic.Uint64
+	refused        [numRefuseReasons]atomic.Uint64
 }
+
+// Refuse counts one connection refused for reason r.
+func (m *Metrics) Refuse(r RefuseReason) { m.refused[r].Add(1) }
+
+// Refused reads the refusal counter for r.
+func (m *Metrics) Refused(r RefuseReason) uint64 { return m.refused[r].Load() }
 
 // Drop counts n packets dropped for reason r.
 func (m *Metrics) Drop(r DropReason, n int) { m.drops[r].Add(uint64(n)) }

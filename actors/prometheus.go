@@ -11,6 +11,7 @@ type Collector struct {
 	sessions, sessionsTotal, closedTotal  *prometheus.Desc
 	poolSize, poolLeased, denials         *prometheus.Desc
 	packets, bytes, drops, failures, errs *prometheus.Desc
+	refused                               *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -31,13 +32,14 @@ func NewCollector(m *Metrics) *Collector {
 		drops:         d("drops_total", "Packets dropped, by reason.", "reason"),
 		failures:      d("actor_failures_total", "Supervised actor panics, by actor kind.", "actor"),
 		errs:          d("frame_errors_total", "Protocol violations by clients, by kind.", "kind"),
+		refused:       d("connections_refused_total", "Connections closed before becoming a session, by reason.", "reason"),
 	}
 }
 
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
-		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs} {
+		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused} {
 		ch <- d
 	}
 }
@@ -66,6 +68,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k := range numActorKinds {
 		counter(c.failures, m.Failures(k), k.String())
+	}
+	for r := range numRefuseReasons {
+		counter(c.refused, m.Refused(r), r.String())
 	}
 	for f := range numFrameErrors {
 		counter(c.errs, m.FrameErrors(f), f.String())

@@ -238,6 +238,8 @@ func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
 			s.drop(DropSpoofed, pkt)
 		case len(pkt) > s.cfg.MTU:
 			s.drop(DropTooBig, pkt)
+		case s.cfg.IsolateClients && s.cfg.Pool.Contains(netip.AddrFrom4([4]byte(pkt[16:20]))):
+			s.drop(DropClientToClient, pkt)
 		default:
 			kept = append(kept, pkt)
 		}

@@ -39,6 +39,7 @@ type shared struct {
 type Supervisor struct {
 	cfg        *shared
 	sessions   map[string]*sessionEntry
+	perSource  map[netip.Addr]int
 	acceptDone chan struct{}
 	stopping   bool
 }
@@ -57,7 +58,7 @@ type statusQuery struct{}
 
 func newSupervisor(cfg *shared) actor.Producer {
 	return func() actor.Actor {
-		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry)}
+		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Addr]int)}
 	}
 }
 
@@ -122,17 +123,31 @@ func (s *Supervisor) stopAccepting() {
 
 func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
 	client := remoteAddrPort(conn)
-	if s.cfg.MaxSessions > 0 && len(s.sessions) >= s.cfg.MaxSessions {
-		s.cfg.Logger.Warn("refusing connection: session limit reached", slog.String("client", client.String()), slog.Int("max_sessions", s.cfg.MaxSessions))
-		s.cfg.Metrics.LeaseDenials.Add(1)
+	if reason, refused := s.refusal(client.Addr()); refused {
+		s.cfg.Metrics.Refuse(reason)
+		s.cfg.Logger.Warn("refusing connection", slog.String("client", client.String()), slog.String("reason", reason.String()),
+			slog.Int("max_sessions", s.cfg.MaxSessions), slog.Int("max_per_source", s.cfg.MaxPerSource))
 		_ = conn.Close()
 		return
 	}
 	stats := newSessionStats(client, time.Now())
 	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats)))
 	s.sessions[pid.Id] = &sessionEntry{pid: pid, stats: stats}
+	s.perSource[client.Addr()]++
 	s.cfg.Metrics.SessionsOpened.Add(1)
 	s.cfg.Metrics.SessionsActive.Add(1)
+}
+
+// refusal applies the connection limits before a session is spawned, so a
+// flood costs an accept and a close, nothing more.
+func (s *Supervisor) refusal(src netip.Addr) (RefuseReason, bool) {
+	switch {
+	case s.cfg.MaxSessions > 0 && len(s.sessions) >= s.cfg.MaxSessions:
+		return RefuseSessionLimit, true
+	case s.cfg.MaxPerSource > 0 && s.perSource[src] >= s.cfg.MaxPerSource:
+		return RefusePerSource, true
+	}
+	return 0, false
 }
 
 func remoteAddrPort(c net.Conn) netip.AddrPort {
@@ -144,8 +159,13 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 
 // onTerminated is idempotent: a parent may hear of a child's end twice.
 func (s *Supervisor) onTerminated(who *actor.PID) {
-	if _, ok := s.sessions[who.Id]; ok {
+	if e, ok := s.sessions[who.Id]; ok {
 		delete(s.sessions, who.Id)
+		if src := e.stats.Client.Addr(); s.perSource[src] <= 1 {
+			delete(s.perSource, src)
+		} else {
+			s.perSource[src]--
+		}
 		s.cfg.Metrics.SessionsClosed.Add(1)
 		s.cfg.Metrics.SessionsActive.Add(-1)
 		return

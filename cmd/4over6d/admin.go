@@ -50,6 +50,7 @@ type admin struct {
 	listen string
 	tun    string
 	pool   netip.Prefix
+	faults bool // serve POST /debug/panic
 }
 
 func (a *admin) handler() http.Handler {
@@ -60,6 +61,9 @@ func (a *admin) handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", a.status)
 	mux.HandleFunc("GET /healthz", a.healthz)
+	if a.faults {
+		mux.HandleFunc("POST /debug/panic", a.panic)
+	}
 	return mux
 }
 
@@ -83,6 +87,25 @@ func (a *admin) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// panic makes one actor panic: ?actor=router|tun|pool|session, and for a
+// session &addr=<its leased IPv4 address>.
+func (a *admin) panic(w http.ResponseWriter, r *http.Request) {
+	var addr netip.Addr
+	if s := r.URL.Query().Get("addr"); s != "" {
+		var err error
+		if addr, err = netip.ParseAddr(s); err != nil {
+			http.Error(w, "bad addr: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	kind := r.URL.Query().Get("actor")
+	if err := a.srv.InjectPanic(r.Context(), kind, addr); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fmt.Fprintf(w, "panic injected into %s\n", kind)
 }
 
 func (a *admin) snapshot() (*statusDoc, error) {

@@ -347,6 +347,11 @@ func TestMissingPrivilegesExitWithOneLine(t *testing.T) {
 // namespace (it listens on the namespace's loopback).
 func (tp *topology) adminGet(t *testing.T, path string) string {
 	t.Helper()
+	return tp.admin(t, "GET", path)
+}
+
+func (tp *topology) admin(t *testing.T, method, path string) string {
+	t.Helper()
 	var body []byte
 	err := tp.srv.Do(func() error {
 		conn, err := net.DialTimeout("tcp", "127.0.0.1:9604", e2eWait)
@@ -355,7 +360,7 @@ func (tp *topology) adminGet(t *testing.T, path string) string {
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(e2eWait))
-		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: admin\r\n\r\n", path); err != nil {
+		if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: admin\r\n\r\n", method, path); err != nil {
 			return err
 		}
 		body, err = io.ReadAll(conn)
@@ -401,5 +406,56 @@ func TestAdminEndpointAfterTraffic(t *testing.T) {
 	out := tp.srv.Run(t, binary(t), "status")
 	if !strings.Contains(out, c.addr.String()) || !strings.Contains(out, "(1 of 253 leased)") {
 		t.Fatalf("4over6d status output:\n%s", out)
+	}
+}
+
+// pingThrough sends echo requests to the internet host until one answer
+// comes back within the deadline (after a fault the path may need a moment).
+func (c *rawClient) pingThrough(t *testing.T, seq uint16) {
+	t.Helper()
+	c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x5151, seq, []byte("chaos")))
+	c.await("echo reply", func(s tuntest.Summary) bool { return s.Proto == 1 && s.ICMPType == 0 && s.Seq == seq })
+}
+
+func TestDebugPanicEndpoint(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t, "-debug-faults")
+	victim, other := tp.dial(t), tp.dial(t)
+	victim.handshake()
+	other.handshake()
+	if r := tp.admin(t, "POST", "/debug/panic?actor=session&addr="+victim.addr.String()); !strings.Contains(r, "200 OK") {
+		t.Fatalf("panic session: %s", r)
+	}
+	_ = victim.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	for {
+		if _, err := victim.dec.Next(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the panicked session's connection stayed open")
+			}
+			break
+		}
+	}
+	for i, kind := range []string{"router", "tun", "pool"} {
+		if r := tp.admin(t, "POST", "/debug/panic?actor="+kind); !strings.Contains(r, "200 OK") {
+			t.Fatalf("panic %s: %s", kind, r)
+		}
+		other.pingThrough(t, uint16(i+1))
+	}
+	m := tp.adminGet(t, "/metrics")
+	for _, kind := range []string{"session", "router", "tun", "pool"} {
+		if !strings.Contains(m, `fourover6d_actor_failures_total{actor="`+kind+`"} 1`) {
+			t.Fatalf("failure of %s not counted:\n%s", kind, m)
+		}
+	}
+	if !strings.Contains(m, "fourover6d_pool_leased 1") {
+		t.Fatalf("lease count after the faults is wrong:\n%s", m)
+	}
+}
+
+func TestDebugPanicIsOffByDefault(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t)
+	if r := tp.admin(t, "POST", "/debug/panic?actor=router"); strings.Contains(r, "200 OK") {
+		t.Fatalf("fault injection answered without -debug-faults: %s", r)
 	}
 }

@@ -96,7 +96,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool}
+		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults}
 		if waitAdmin, err = serveAdmin(ctx, o.admin, a, log); err != nil {
 			_ = srv.Close()
 			return err
@@ -114,7 +114,8 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 	return actors.Config{
 		Listener: ln, Device: dev, Pool: o.pool, Route: o.route, DNS: o.dns,
 		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
-		Grace: o.grace, MaxSessions: o.maxSessions, QueuePackets: o.queue, Logger: log,
+		Grace: o.grace, MaxSessions: o.maxSessions, MaxPerSource: o.maxPerSource, IsolateClients: !o.clientToClient,
+		QueuePackets: o.queue, Logger: log,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -40,6 +41,9 @@ type options struct {
 	handshakeTimeout time.Duration
 	grace            time.Duration
 	maxSessions      int
+	maxPerSource     int
+	clientToClient   bool
+	debugFaults      bool
 	queue            int
 	logLevel         slog.Level
 	logJSON          bool
@@ -73,6 +77,9 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", actors.DefaultHandshakeTimeout, "time a new connection has to send its address request (100)")
 	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client IPv6 address")
 	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum concurrent sessions (0: only the pool size limits)")
+	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one IPv6 address (0: no limit)")
+	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
+	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&format, "log-format", "text", "text or json")
@@ -200,10 +207,28 @@ func (o *options) validate() error {
 		return errors.New("-grace must not be negative")
 	case o.maxSessions < 0:
 		return errors.New("-max-sessions must not be negative")
+	case o.maxPerSource < 0:
+		return errors.New("-max-per-source must not be negative")
+	case o.debugFaults && !loopbackAdmin(o.admin):
+		return fmt.Errorf("-debug-faults needs -admin on a loopback address, not %q: it lets anyone who reaches it crash actors", o.admin)
 	case o.queue < 1:
 		return errors.New("-queue must be at least 1")
 	case o.nat == "":
 		return errors.New("-nat must be auto, off or an interface name")
 	}
 	return nil
+}
+
+// loopbackAdmin reports whether the admin address can only be reached from
+// this host (its network namespace).
+func loopbackAdmin(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
