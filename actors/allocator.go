@@ -162,3 +162,37 @@ func (a *allocator) scan(ok func(netip.Addr) bool) (netip.Addr, bool) {
 
 // leased is the number of addresses in use.
 func (a *allocator) leased() int { return len(a.byAddr) }
+
+// reservationEntry is a reservation as it travels in and out of the lease
+// file.
+type reservationEntry struct {
+	client, addr netip.Addr
+	until        time.Time
+}
+
+// reserve seeds a reservation (from the lease file); addresses out of range
+// or already taken are ignored.
+func (a *allocator) reserve(r reservationEntry) {
+	if !a.inRange(r.addr) || !a.isFree(r.addr) {
+		return
+	}
+	if old, ok := a.byClient[r.client]; ok {
+		delete(a.reserved, old)
+	}
+	if prev, ok := a.reserved[r.addr]; ok {
+		delete(a.byClient, prev.client)
+	}
+	a.reserved[r.addr] = reservation{client: r.client, until: r.until}
+	a.byClient[r.client] = r.addr
+}
+
+// reservations lists the unexpired reservations.
+func (a *allocator) reservations(now time.Time) []reservationEntry {
+	out := make([]reservationEntry, 0, len(a.reserved))
+	for addr, r := range a.reserved {
+		if now.Before(r.until) {
+			out = append(out, reservationEntry{client: r.client, addr: addr, until: r.until})
+		}
+	}
+	return out
+}

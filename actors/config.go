@@ -58,6 +58,8 @@ type Config struct {
 	// clients and the server's TUN address). The zero value allows them,
 	// as the lab expects.
 	IsolateClients bool
+	// LeaseFile, if set, keeps leases across restarts (see leasefile.go).
+	LeaseFile string
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger

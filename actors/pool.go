@@ -30,6 +30,8 @@ type AddressPool struct {
 	pending    []pendingLease
 	recovering bool
 	timer      *time.Timer
+	dirty      bool // leases changed since the lease file was written
+	saveTimer  *time.Timer
 }
 
 type pendingLease struct {
@@ -37,15 +39,23 @@ type pendingLease struct {
 	sender *actor.PID
 }
 
-type recoveryTimeout struct{}
+type (
+	recoveryTimeout struct{}
+	saveLeasesTick  struct{}
+)
 
 func (*recoveryTimeout) IgnoreDeadLetterLogging() {}
+func (*saveLeasesTick) IgnoreDeadLetterLogging()  {}
 
 func newAddressPool(cfg *shared) actor.Producer {
 	return func() actor.Actor {
+		alloc := newAllocator(cfg.Pool, cfg.Grace)
+		for _, r := range cfg.reservations {
+			alloc.reserve(r)
+		}
 		return &AddressPool{
 			cfg:      cfg,
-			alloc:    newAllocator(cfg.Pool, cfg.Grace),
+			alloc:    alloc,
 			leases:   make(map[string]messages.Lease),
 			awaiting: make(map[string]bool),
 		}
@@ -81,8 +91,13 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 		ctx.Respond(p.table())
 	case *messages.InjectPanic:
 		panic("injected fault in address pool: " + m.Reason)
+	case *saveLeasesTick:
+		p.saveTimer = nil
+		p.saveLeases()
 	case *actor.Restarting, *actor.Stopping:
 		p.stopTimer()
+		stopTimer(p.saveTimer)
+		p.saveLeases()
 	}
 }
 
@@ -158,6 +173,7 @@ func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *
 func (p *AddressPool) record(ctx actor.Context, session *actor.PID, client netip.AddrPort, addr netip.Addr) {
 	p.leases[session.Id] = messages.Lease{Addr: addr, Session: session, Client: client, Since: time.Now()}
 	p.cfg.Metrics.PoolLeased.Store(int64(len(p.leases)))
+	p.markDirty(ctx)
 	ctx.Watch(session)
 	ctx.Send(p.cfg.router, &messages.RouteAdd{Addr: addr, Session: session})
 }
@@ -176,6 +192,7 @@ func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
 	delete(p.leases, who.Id)
 	p.cfg.Metrics.PoolLeased.Store(int64(len(p.leases)))
 	p.alloc.release(who.Id, lease.Client.Addr(), time.Now())
+	p.markDirty(ctx)
 	ctx.Send(p.cfg.router, &messages.RouteDel{Addr: lease.Addr, Session: lease.Session})
 }
 
@@ -193,4 +210,40 @@ func (p *AddressPool) table() *messages.LeaseTable {
 		t.Leases = append(t.Leases, l)
 	}
 	return t
+}
+
+// markDirty schedules a lease-file write, at most one per leaseSaveEvery.
+func (p *AddressPool) markDirty(ctx actor.Context) {
+	if p.cfg.LeaseFile == "" {
+		return
+	}
+	p.dirty = true
+	if p.saveTimer == nil {
+		self, sys := ctx.Self(), ctx.ActorSystem()
+		p.saveTimer = time.AfterFunc(leaseSaveEvery, func() { sys.Root.Send(self, &saveLeasesTick{}) })
+	}
+}
+
+// saveLeases writes the lease file if anything changed. It runs on the
+// pool's own goroutine: the write is small and rate-limited, and a single
+// writer means no older snapshot can overwrite a newer one.
+func (p *AddressPool) saveLeases() {
+	if p.cfg.LeaseFile == "" || !p.dirty {
+		return
+	}
+	now := time.Now()
+	recs := make([]leaseRecord, 0, len(p.leases))
+	for _, l := range p.leases {
+		if l.Client.Addr().IsValid() {
+			recs = append(recs, leaseRecord{Client: l.Client.Addr(), Addr: l.Addr})
+		}
+	}
+	for _, r := range p.alloc.reservations(now) {
+		recs = append(recs, leaseRecord{Client: r.client, Addr: r.addr, Until: r.until})
+	}
+	if err := saveLeaseFile(p.cfg.LeaseFile, recs, now); err != nil {
+		p.cfg.Logger.Error("failed to save leases", slog.String("file", p.cfg.LeaseFile), slog.Any("err", err))
+		return
+	}
+	p.dirty = false
 }

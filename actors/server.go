@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,9 +23,11 @@ const queryTimeout = 5 * time.Second
 // Server is a running engine: an actor system with its Supervisor. It is
 // the handle the binary and the tests hold; all state lives in the actors.
 type Server struct {
-	system *actor.ActorSystem
-	root   *actor.PID
-	cfg    *shared
+	system    *actor.ActorSystem
+	root      *actor.PID
+	cfg       *shared
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start validates cfg and starts the actors. The listener and device stay
@@ -41,6 +44,7 @@ func Start(cfg Config) (*Server, error) {
 		}),
 	)
 	sh := newShared(cfg, sys, rootName)
+	sh.reservations = loadReservations(cfg)
 	root, err := sys.Root.SpawnNamed(actor.PropsFromProducer(newSupervisor(sh)), rootName)
 	if err != nil {
 		sys.Shutdown()
@@ -49,15 +53,36 @@ func Start(cfg Config) (*Server, error) {
 	return &Server{system: sys, root: root, cfg: sh}, nil
 }
 
+// loadReservations reads the lease file. An unreadable file is reported,
+// moved aside (never silently overwritten) and otherwise ignored: losing
+// address stickiness must not keep the server from starting.
+func loadReservations(cfg Config) []reservationEntry {
+	if cfg.LeaseFile == "" {
+		return nil
+	}
+	now := time.Now()
+	recs, err := loadLeaseFile(cfg.LeaseFile, now, cfg.Grace)
+	if err == nil {
+		cfg.Logger.Info("loaded lease file", slog.String("file", cfg.LeaseFile), slog.Int("reserved", len(recs)))
+		return recs
+	}
+	backup, qerr := quarantineLeaseFile(cfg.LeaseFile, now)
+	cfg.Logger.Error("ignoring unreadable lease file", slog.Any("err", err), slog.String("moved_to", backup), slog.Any("move_err", qerr))
+	return nil
+}
+
 // Close stops accepting, ends every session (their clients see the TCP
 // connection close), stops the actors and waits for their goroutines.
+// Calling it again returns the first call's result.
 func (s *Server) Close() error {
-	err := s.system.Root.PoisonFuture(s.root).Wait()
-	s.system.Shutdown()
-	if err != nil {
-		return fmt.Errorf("failed to stop the supervisor: %w", err)
-	}
-	return nil
+	s.closeOnce.Do(func() {
+		err := s.system.Root.PoisonFuture(s.root).Wait()
+		s.system.Shutdown()
+		if err != nil {
+			s.closeErr = fmt.Errorf("failed to stop the supervisor: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
 // Metrics are the server's counters.

@@ -31,6 +31,7 @@ type shared struct {
 	MTU                int
 	pool, router, tun  *actor.PID
 	supervisorRestarts actor.SupervisorStrategy
+	reservations       []reservationEntry // from the lease file at start
 }
 
 // Supervisor is the server's root actor: it owns the listener's accept

@@ -31,6 +31,7 @@ import (
 var (
 	srvV6    = netip.MustParseAddr("2001:db8:1::1")
 	cliV6    = netip.MustParseAddr("2001:db8:1::2")
+	cliV6b   = netip.MustParseAddr("2001:db8:1::3") // a second client host on the same link
 	srvV4    = netip.MustParseAddr("198.51.100.1")
 	inetV4   = netip.MustParseAddr("198.51.100.2")
 	tunAddr  = netip.MustParseAddr("192.0.2.1")
@@ -71,7 +72,8 @@ type topology struct {
 func newTopology(t *testing.T) *topology {
 	netnstest.RequireRoot(t)
 	tp := &topology{cli: netnstest.New(t, "4o6cli"), srv: netnstest.New(t, "4o6srv"), inet: netnstest.New(t, "4o6net")}
-	netnstest.Link(t, tp.srv, []netip.Prefix{netip.PrefixFrom(srvV6, 64)}, tp.cli, []netip.Prefix{netip.PrefixFrom(cliV6, 64)})
+	netnstest.Link(t, tp.srv, []netip.Prefix{netip.PrefixFrom(srvV6, 64)}, tp.cli,
+		[]netip.Prefix{netip.PrefixFrom(cliV6, 64), netip.PrefixFrom(cliV6b, 64)})
 	netnstest.Link(t, tp.srv, []netip.Prefix{netip.PrefixFrom(srvV4, 24)}, tp.inet, []netip.Prefix{netip.PrefixFrom(inetV4, 24)})
 	// A default route in the server namespace gives -nat auto its egress.
 	tp.srv.AddRoute(t, netip.MustParsePrefix("0.0.0.0/0"), inetV4)
@@ -159,9 +161,17 @@ type rawClient struct {
 
 func (tp *topology) dial(t *testing.T) *rawClient {
 	t.Helper()
+	return tp.dialFrom(t, cliV6)
+}
+
+// dialFrom connects from one of the client namespace's addresses, so a
+// test can play two client hosts.
+func (tp *topology) dialFrom(t *testing.T, src netip.Addr) *rawClient {
+	t.Helper()
 	var conn net.Conn
 	err := tp.cli.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp6", netip.AddrPortFrom(srvV6, 5678).String(), e2eWait)
+		d := net.Dialer{Timeout: e2eWait, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		conn, err = d.Dial("tcp6", netip.AddrPortFrom(srvV6, 5678).String())
 		return err
 	})
 	if err != nil {
@@ -457,5 +467,25 @@ func TestDebugPanicIsOffByDefault(t *testing.T) {
 	tp.startServer(t)
 	if r := tp.admin(t, "POST", "/debug/panic?actor=router"); strings.Contains(r, "200 OK") {
 		t.Fatalf("fault injection answered without -debug-faults: %s", r)
+	}
+}
+
+func TestLeaseFileSurvivesRealRestart(t *testing.T) {
+	tp := newTopology(t)
+	leases := filepath.Join(t.TempDir(), "leases.json")
+	s := tp.startServer(t, "-lease-file", leases)
+	first, second := tp.dialFrom(t, cliV6), tp.dialFrom(t, cliV6b)
+	first.handshake()
+	second.handshake()
+	if err, _ := s.stop(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	tp.startServer(t, "-lease-file", leases)
+	// The second host comes back first: without the lease file it would
+	// get the first free address, which was the first host's.
+	again := tp.dialFrom(t, cliV6b)
+	again.handshake()
+	if again.addr != second.addr {
+		t.Fatalf("after restart %v got %v, want its old %v (first host had %v)", cliV6b, again.addr, second.addr, first.addr)
 	}
 }

@@ -45,6 +45,7 @@ type options struct {
 	clientToClient   bool
 	debugFaults      bool
 	queue            int
+	leaseFile        string
 	logLevel         slog.Level
 	logJSON          bool
 }
@@ -80,6 +81,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one IPv6 address (0: no limit)")
 	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
+	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&format, "log-format", "text", "text or json")
