@@ -2,7 +2,10 @@ package actors
 
 import (
 	"bytes"
+	"log/slog"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,6 +249,9 @@ func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
 	}()
 	quiet.expectClosed(wait)
 	eventually(t, wait, "silent client's lease release", func() bool { return h.leaseCount() == 1 })
+	if n := h.srv.Metrics().ClosedBy(CloseTimeout); n != 1 {
+		t.Fatalf("sessions closed by timeout = %d, want 1", n)
+	}
 	time.Sleep(500 * time.Millisecond) // longer than the timeout: the talker must survive it
 	close(stop)
 	<-done
@@ -260,6 +266,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	c := h.dial()
 	c.send(messages.TypeHeartbeat, nil) // liveness alone is not a handshake
 	c.expectClosed(wait)
+	eventually(t, wait, "handshake-timeout count", func() bool { return h.srv.Metrics().ClosedBy(CloseHandshakeTimeout) == 1 })
 }
 
 func TestPoolExhaustionAndReuse(t *testing.T) {
@@ -282,6 +289,13 @@ func TestPoolExhaustionAndReuse(t *testing.T) {
 	eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 4 })
 	if got := h.connect().addr; got != freed {
 		t.Fatalf("new client got %v, want the freed %v", got, freed)
+	}
+	if n := h.srv.Metrics().ClosedBy(CloseLeaseDenied); n != 1 {
+		t.Fatalf("sessions closed for lack of an address = %d, want 1", n)
+	}
+	buckets, count, _ := h.srv.Metrics().SetupHistogram()
+	if count != 6 || buckets[2.5] != 6 {
+		t.Fatalf("setup histogram count %d (<=2.5s: %d), want 6 assigned sessions", count, buckets[2.5])
 	}
 }
 
@@ -331,5 +345,57 @@ func TestIsolatedClients(t *testing.T) {
 	a.send(messages.TypeDataRequest, out)
 	if got := h.written(wait); !bytes.Equal(got, out) {
 		t.Fatalf("traffic to the internet was dropped too: got %x", got)
+	}
+}
+
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestDropLogsAreRateLimited(t *testing.T) {
+	logs := &lockedBuffer{}
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	c := h.connect()
+	spoofed := ping(netip.MustParseAddr("203.0.113.5"), inetHost, 1)
+	for range 200 {
+		c.send(messages.TypeDataRequest, spoofed)
+	}
+	eventually(t, wait, "200 spoof drops", func() bool { return h.srv.Metrics().Drops(DropSpoofed) == 200 })
+	if n := strings.Count(logs.String(), "dropped client packet"); n < 1 || n > 3 {
+		t.Fatalf("%d drop log lines for 200 drops in well under a second, want 1 to 3", n)
+	}
+}
+
+func TestReloadChangesFutureReplies(t *testing.T) {
+	h := newHarness(t)
+	old := h.connect()
+	dns := [3]netip.Addr{netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2"), netip.MustParseAddr("203.0.113.3")}
+	h.srv.Reload(netip.MustParseAddr("198.51.100.0"), dns)
+	want := " 198.51.100.0 203.0.113.1 203.0.113.2 203.0.113.3 \x00"
+	eventually(t, wait, "repeated 100 to see the new settings", func() bool {
+		old.send(messages.TypeIPRequest, nil)
+		f := old.next(wait)
+		return f.Type == messages.TypeIPReply && string(f.Payload) == old.addr.String()+want
+	})
+	c := h.dial()
+	c.send(messages.TypeIPRequest, nil)
+	if f := c.next(wait); !strings.HasSuffix(string(f.Payload), want) {
+		t.Fatalf("new client's 101 = %q, want it to end in %q", f.Payload, want)
 	}
 }

@@ -128,6 +128,9 @@ func TestPanicsAreContained(t *testing.T) {
 		t.Fatalf("after a pool crash a new client got %v, already leased to b=%v or c=%v", fresh.addr, b.addr, c.addr)
 	}
 	h.checkConsistent(b, c, fresh)
+	if n := h.srv.Metrics().ClosedBy(ClosePanic); n != 1 {
+		t.Errorf("sessions closed by panic = %d, want 1", n)
+	}
 	for kind, want := range map[ActorKind]uint64{KindSession: 1, KindRouter: 1, KindTUN: 1, KindPool: 1} {
 		if got := h.srv.Metrics().Failures(kind); got != want {
 			t.Errorf("failures[%v] = %d, want %d", kind, got, want)

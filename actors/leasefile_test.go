@@ -13,7 +13,7 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "leases.json")
 	grace := time.Minute
 	recs := []leaseRecord{
-		{Client: clientA, Addr: netip.MustParseAddr("192.0.2.10")},                          // active at save
+		{Client: clientA, Addr: netip.MustParseAddr("192.0.2.10")},                           // active at save
 		{Client: clientB, Addr: netip.MustParseAddr("192.0.2.11"), Until: t0.Add(time.Hour)}, // reserved
 		{Client: clientC, Addr: netip.MustParseAddr("192.0.2.12"), Until: t0.Add(-time.Second)},
 	}

@@ -1,6 +1,9 @@
 package actors
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // DropReason says why a packet was not delivered. Drops are counted by
 // reason, never returned as errors: a tunnel drops packets the way a router
@@ -76,6 +79,36 @@ var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit"}
 // String is the metric label for the reason.
 func (r RefuseReason) String() string { return refuseNames[r] }
 
+// CloseReason says why a session ended, for the log and the counters.
+type CloseReason int
+
+// Session close reasons.
+const (
+	CloseStopped          CloseReason = iota // the server stopped it (shutdown, conflict)
+	CloseClientClosed                        // the client closed the connection
+	CloseTimeout                             // silence for -timeout
+	CloseHandshakeTimeout                    // no address request within -handshake-timeout
+	CloseFramingLost                         // a declared length beyond any packet
+	CloseTruncated                           // the connection ended inside a frame
+	CloseReadError                           // the socket failed while reading
+	CloseWriteError                          // the socket failed or stalled while writing
+	CloseLeaseDenied                         // no address for this client
+	ClosePanic                               // the session actor or its reader panicked
+	numCloseReasons
+)
+
+var closeNames = [numCloseReasons]string{
+	"stopped", "client_closed", "timeout", "handshake_timeout", "framing_lost",
+	"truncated", "read_error", "write_error", "lease_denied", "panic",
+}
+
+// String is the metric label for the reason.
+func (r CloseReason) String() string { return closeNames[r] }
+
+// setupBuckets are the upper bounds, in seconds, of the session setup
+// latency histogram (accept to 101 queued).
+var setupBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
 // Metrics are the engine's counters. They are atomics because the admin
 // endpoint reads them from another goroutine; every counter is written by
 // the actors only, and nothing reads them to make decisions.
@@ -94,6 +127,37 @@ type Metrics struct {
 	failures       [numActorKinds]atomic.Uint64
 	frameErrors    [numFrameErrors]atomic.Uint64
 	refused        [numRefuseReasons]atomic.Uint64
+	closed         [numCloseReasons]atomic.Uint64
+	setupCounts    [13]atomic.Uint64 // per bucket of setupBuckets, plus +Inf
+	setupSumNanos  atomic.Uint64
+}
+
+// Closed counts one session that ended for reason r.
+func (m *Metrics) Closed(r CloseReason) { m.closed[r].Add(1) }
+
+// ClosedBy reads the close counter for r.
+func (m *Metrics) ClosedBy(r CloseReason) uint64 { return m.closed[r].Load() }
+
+// Setup records one session's setup latency.
+func (m *Metrics) Setup(d time.Duration) {
+	i := 0
+	for i < len(setupBuckets) && d.Seconds() > setupBuckets[i] {
+		i++
+	}
+	m.setupCounts[i].Add(1)
+	m.setupSumNanos.Add(uint64(d.Nanoseconds()))
+}
+
+// SetupHistogram returns cumulative counts per bucket, the total count and
+// the sum in seconds, in Prometheus' shape.
+func (m *Metrics) SetupHistogram() (buckets map[float64]uint64, count uint64, sum float64) {
+	buckets = make(map[float64]uint64, len(setupBuckets))
+	for i, le := range setupBuckets {
+		count += m.setupCounts[i].Load()
+		buckets[le] = count
+	}
+	count += m.setupCounts[len(setupBuckets)].Load()
+	return buckets, count, float64(m.setupSumNanos.Load()) / 1e9
 }
 
 // Refuse counts one connection refused for reason r.

@@ -11,7 +11,7 @@ type Collector struct {
 	sessions, sessionsTotal, closedTotal  *prometheus.Desc
 	poolSize, poolLeased, denials         *prometheus.Desc
 	packets, bytes, drops, failures, errs *prometheus.Desc
-	refused                               *prometheus.Desc
+	refused, closedBy, setup              *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -32,6 +32,8 @@ func NewCollector(m *Metrics) *Collector {
 		drops:         d("drops_total", "Packets dropped, by reason.", "reason"),
 		failures:      d("actor_failures_total", "Supervised actor panics, by actor kind.", "actor"),
 		errs:          d("frame_errors_total", "Protocol violations by clients, by kind.", "kind"),
+		closedBy:      d("sessions_closed_by_reason_total", "Client sessions ended, by reason.", "reason"),
+		setup:         d("session_setup_seconds", "Time from accepting a connection to queueing its 101 reply."),
 		refused:       d("connections_refused_total", "Connections closed before becoming a session, by reason.", "reason"),
 	}
 }
@@ -39,7 +41,7 @@ func NewCollector(m *Metrics) *Collector {
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
-		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused} {
+		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup} {
 		ch <- d
 	}
 }
@@ -69,6 +71,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for k := range numActorKinds {
 		counter(c.failures, m.Failures(k), k.String())
 	}
+	for r := range numCloseReasons {
+		counter(c.closedBy, m.ClosedBy(r), r.String())
+	}
+	buckets, count, sum := m.SetupHistogram()
+	ch <- prometheus.MustNewConstHistogram(c.setup, count, sum, buckets)
 	for r := range numRefuseReasons {
 		counter(c.refused, m.Refused(r), r.String())
 	}

@@ -85,6 +85,12 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// Reload changes the route and DNS fields of future 101 replies without
+// touching any session: clients that connect or ask again get the new ones.
+func (s *Server) Reload(route netip.Addr, dns [3]netip.Addr) {
+	s.system.Root.Send(s.root, &messages.ReplySettings{Route: route, DNS: dns})
+}
+
 // Metrics are the server's counters.
 func (s *Server) Metrics() *Metrics { return s.cfg.Metrics }
 

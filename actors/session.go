@@ -49,12 +49,18 @@ type Session struct {
 	state   sessionState
 	addr    netip.Addr
 	reply   []byte // the 101 frame, kept for repeated 100s
+	fields  messages.ReplySettings
 	started time.Time
 	heard   time.Time
 	out     *outQueue
 	io      sync.WaitGroup
 	closed  bool
-	reason  string
+	// Per-packet drop logs are limited to one per dropLogEvery, with the
+	// number suppressed in between, so a flood cannot flood the log.
+	lastDropLog time.Time
+	suppressed  int
+	reason      CloseReason
+	ended       bool // reason is set
 
 	heartbeat, silence, leaseWait *time.Timer
 }
@@ -79,14 +85,21 @@ var (
 	heartbeatFrame   = messages.AppendFrame(nil, messages.TypeHeartbeat, nil)
 )
 
-func newSession(cfg *shared, conn net.Conn, stats *SessionStats) actor.Producer {
+func newSession(cfg *shared, conn net.Conn, stats *SessionStats, fields messages.ReplySettings) actor.Producer {
 	return func() actor.Actor {
-		return &Session{cfg: cfg, conn: conn, client: stats.Client, stats: stats}
+		return &Session{cfg: cfg, conn: conn, client: stats.Client, stats: stats, fields: fields}
 	}
 }
 
-// Receive handles one message; see the file comment for the paths.
+// Receive handles one message; see the file comment for the paths. A panic
+// is marked as the close reason and passed on to the Supervisor.
 func (s *Session) Receive(ctx actor.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.reason, s.ended = ClosePanic, true
+			panic(r)
+		}
+	}()
 	switch m := ctx.Message().(type) {
 	case *messages.FromClient:
 		s.hear()
@@ -108,9 +121,14 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.onGranted(ctx, m.Addr)
 	case *messages.LeaseDenied:
 		s.cfg.Logger.Warn("lease denied; closing session", slog.String("client", s.client.String()), slog.String("reason", m.Reason))
-		s.stop(ctx, "lease denied: "+m.Reason)
+		s.stop(ctx, CloseLeaseDenied)
 	case *messages.ReclaimLease:
 		s.reclaim(ctx, m.Pool)
+	case *messages.ReplySettings:
+		s.fields = *m
+		if s.state == stateAssigned {
+			s.reply = s.replyFrame()
+		}
 	case *connClosed:
 		s.onConnClosed(ctx, m)
 	case *actor.Started:
@@ -181,13 +199,17 @@ func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
 	s.state, s.addr = stateAssigned, addr
 	s.stats.setAddr(addr)
 	stopTimer(s.leaseWait)
-	reply := messages.IPReply{Addr: addr, Route: s.cfg.Route, DNS: s.cfg.DNS}
-	s.reply = reply.AppendFrame(nil)
+	s.reply = s.replyFrame()
 	s.out.control(s.reply)
 	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
 	s.silence.Reset(s.cfg.Timeout)
+	s.cfg.Metrics.Setup(time.Since(s.started))
 	s.cfg.Logger.Info("session assigned", slog.String("client", s.client.String()), slog.String("addr", addr.String()),
 		slog.Duration("setup", time.Since(s.started)))
+}
+
+func (s *Session) replyFrame() []byte {
+	return messages.IPReply{Addr: s.addr, Route: s.fields.Route, DNS: s.fields.DNS}.AppendFrame(nil)
 }
 
 func (s *Session) reclaim(ctx actor.Context, pool *actor.PID) {
@@ -213,13 +235,13 @@ func (s *Session) sendHeartbeat() {
 func (s *Session) checkSilence(ctx actor.Context) {
 	if s.state != stateAssigned {
 		s.cfg.Logger.Info("client sent no address request in time; closing", slog.String("client", s.client.String()))
-		s.stop(ctx, "handshake timeout")
+		s.stop(ctx, CloseHandshakeTimeout)
 		return
 	}
 	quiet := time.Since(s.heard)
 	if quiet >= s.cfg.Timeout {
 		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
-		s.stop(ctx, "timeout")
+		s.stop(ctx, CloseTimeout)
 		return
 	}
 	s.silence.Reset(s.cfg.Timeout - quiet)
@@ -256,11 +278,19 @@ func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
 	ctx.Send(s.cfg.tun, b)
 }
 
+const dropLogEvery = time.Second
+
 func (s *Session) drop(r DropReason, pkt []byte) {
 	s.cfg.Metrics.Drop(r, 1)
 	s.stats.Drops.Add(1)
-	s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()))
 	messages.ReleasePacket(pkt)
+	if now := time.Now(); now.Sub(s.lastDropLog) >= dropLogEvery {
+		s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()),
+			slog.Int("suppressed_before", s.suppressed))
+		s.lastDropLog, s.suppressed = now, 0
+		return
+	}
+	s.suppressed++
 }
 
 func (s *Session) toClient(b *messages.ToClient) {
@@ -276,14 +306,14 @@ func (s *Session) toClient(b *messages.ToClient) {
 
 func (s *Session) onConnClosed(ctx actor.Context, m *connClosed) {
 	if m.err != nil {
-		s.cfg.Logger.Info("closing session", slog.String("client", s.client.String()), slog.String("reason", m.reason), slog.Any("err", m.err))
+		s.cfg.Logger.Info("closing session", slog.String("client", s.client.String()), slog.String("reason", m.reason.String()), slog.Any("err", m.err))
 	}
 	s.stop(ctx, m.reason)
 }
 
-func (s *Session) stop(ctx actor.Context, reason string) {
-	if s.reason == "" {
-		s.reason = reason
+func (s *Session) stop(ctx actor.Context, reason CloseReason) {
+	if !s.ended {
+		s.reason, s.ended = reason, true
 	}
 	ctx.Stop(ctx.Self())
 }
@@ -309,12 +339,10 @@ func stopTimer(t *time.Timer) {
 }
 
 func (s *Session) logEnd() {
-	if s.reason == "" {
-		s.reason = "stopped"
-	}
+	s.cfg.Metrics.Closed(s.reason)
 	s.cfg.Logger.Info("session ended",
 		slog.String("client", s.client.String()), slog.String("addr", addrString(s.addr)),
-		slog.Duration("duration", time.Since(s.started).Round(time.Millisecond)), slog.String("reason", s.reason),
+		slog.Duration("duration", time.Since(s.started).Round(time.Millisecond)), slog.String("reason", s.reason.String()),
 		slog.Uint64("bytes_in", s.stats.BytesIn.Load()), slog.Uint64("bytes_out", s.stats.BytesOut.Load()))
 }
 

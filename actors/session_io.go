@@ -46,7 +46,7 @@ func controlMessage(typ byte) *clientFrame {
 // connClosed reports that one of the session's I/O goroutines hit the end
 // of the connection, and why.
 type connClosed struct {
-	reason string
+	reason CloseReason
 	err    error
 }
 
@@ -62,10 +62,10 @@ func readClient(conn net.Conn, m *Metrics, sys *actor.ActorSystem, self *actor.P
 	sys.Root.Send(self, &connClosed{reason: reason, err: err})
 }
 
-func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason string, err error) {
+func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason CloseReason, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			reason, err = "reader panic", fmt.Errorf("panic in session reader: %v", p)
+			reason, err = ClosePanic, fmt.Errorf("panic in session reader: %v", p)
 		}
 	}()
 	dec := messages.NewDecoder(r)
@@ -104,21 +104,21 @@ func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason string, err err
 	}
 }
 
-func classifyReadErr(err error, m *Metrics) (string, error) {
+func classifyReadErr(err error, m *Metrics) (CloseReason, error) {
 	var tooLarge *messages.FrameTooLargeError
 	switch {
 	case errors.Is(err, io.EOF):
-		return "client closed", nil
+		return CloseClientClosed, nil
 	case errors.As(err, &tooLarge):
 		m.FrameError(FrameTooLarge)
-		return "framing lost", err
+		return CloseFramingLost, err
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		m.FrameError(FrameTruncated)
-		return "truncated frame", err
+		return CloseTruncated, err
 	case errors.Is(err, net.ErrClosed):
-		return "closed", nil
+		return CloseStopped, nil
 	}
-	return "read error", err
+	return CloseReadError, err
 }
 
 // outQueue is a session's bounded queue towards its client. The session
@@ -187,7 +187,7 @@ func writeClient(conn net.Conn, q *outQueue, stall time.Duration, m *Metrics, sy
 		}
 	}
 	if err != nil {
-		sys.Root.Send(self, &connClosed{reason: "write failed", err: err})
+		sys.Root.Send(self, &connClosed{reason: CloseWriteError, err: err})
 	}
 }
 

@@ -41,6 +41,7 @@ type Supervisor struct {
 	cfg        *shared
 	sessions   map[string]*sessionEntry
 	perSource  map[netip.Addr]int
+	reply      messages.ReplySettings // current route and DNS for 101
 	acceptDone chan struct{}
 	stopping   bool
 }
@@ -59,7 +60,8 @@ type statusQuery struct{}
 
 func newSupervisor(cfg *shared) actor.Producer {
 	return func() actor.Actor {
-		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Addr]int)}
+		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Addr]int),
+			reply: messages.ReplySettings{Route: cfg.Route, DNS: cfg.DNS}}
 	}
 }
 
@@ -74,6 +76,13 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.answerPool(ctx)
 	case *statusQuery:
 		ctx.Respond(s.status())
+	case *messages.ReplySettings:
+		s.reply = *m
+		for _, e := range s.sessions {
+			ctx.Send(e.pid, m)
+		}
+		s.cfg.Logger.Info("reply settings reloaded", slog.String("route", m.Route.String()),
+			slog.String("dns", fmt.Sprint(m.DNS)), slog.Int("sessions", len(s.sessions)))
 	case *actor.Started:
 		s.start(ctx)
 	case *actor.Stopping:
@@ -132,7 +141,7 @@ func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
 		return
 	}
 	stats := newSessionStats(client, time.Now())
-	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats)))
+	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats, s.reply)))
 	s.sessions[pid.Id] = &sessionEntry{pid: pid, stats: stats}
 	s.perSource[client.Addr()]++
 	s.cfg.Metrics.SessionsOpened.Add(1)

@@ -106,3 +106,11 @@ type Routes struct {
 type InjectPanic struct {
 	Reason string
 }
+
+// ReplySettings are the non-address fields of the 101 reply. The
+// Supervisor sends them to every session when the operator reloads the
+// configuration (SIGHUP); new sessions and repeated 100s use them.
+type ReplySettings struct {
+	Route netip.Addr
+	DNS   [3]netip.Addr
+}

@@ -106,7 +106,13 @@ func (s *syncBuffer) String() string {
 
 func (tp *topology) startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"-listen", "[" + srvV6.String() + "]:5678", "-pool", e2ePool, "-dns", e2eDNS, "-log-level", "debug"}, extra...)
+	return tp.startServerArgs(t, append([]string{"-dns", e2eDNS}, extra...))
+}
+
+// startServerArgs starts 4over6d with the common flags plus args.
+func (tp *topology) startServerArgs(t *testing.T, args []string) *server {
+	t.Helper()
+	args = append([]string{"-listen", "[" + srvV6.String() + "]:5678", "-pool", e2ePool, "-log-level", "debug"}, args...)
 	s := &server{cmd: tp.srv.Command(context.Background(), binary(t), args...), logs: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
@@ -488,4 +494,60 @@ func TestLeaseFileSurvivesRealRestart(t *testing.T) {
 	if again.addr != second.addr {
 		t.Fatalf("after restart %v got %v, want its old %v (first host had %v)", cliV6b, again.addr, second.addr, first.addr)
 	}
+}
+
+func TestSIGHUPReloadsDNSFromResolvConf(t *testing.T) {
+	tp := newTopology(t)
+	// `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over
+	// /etc/resolv.conf for the processes it starts.
+	dir := filepath.Join("/etc/netns", tp.srv.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	conf := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(conf, []byte("nameserver 198.51.100.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := tp.startServerArgs(t, nil)
+	before := tp.dial(t)
+	if r := before.reply(t); !strings.HasSuffix(r, " 198.51.100.53 198.51.100.53 198.51.100.53 \x00") {
+		t.Fatalf("101 before reload = %q", r)
+	}
+	if err := os.WriteFile(conf, []byte("nameserver 203.0.113.53\nnameserver 203.0.113.54\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(e2eWait)
+	for !strings.Contains(s.logs.String(), "reply settings reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged:\n%s", s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	after := tp.dialFrom(t, cliV6b)
+	if r := after.reply(t); !strings.HasSuffix(r, " 203.0.113.53 203.0.113.54 203.0.113.53 \x00") {
+		t.Fatalf("101 after reload = %q", r)
+	}
+	before.pingThrough(t, 1) // the old session was not dropped
+}
+
+// reply sends 100 and returns the 101 payload as text, recording the
+// address.
+func (c *rawClient) reply(t *testing.T) string {
+	t.Helper()
+	c.send(messages.TypeIPRequest, nil)
+	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
+	f, err := c.dec.Next()
+	if err != nil || f.Type != messages.TypeIPReply {
+		t.Fatalf("waiting for 101: type %d, %v", f.Type, err)
+	}
+	r, err := messages.ParseIPReply(f.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.addr = r.Addr
+	return string(f.Payload)
 }

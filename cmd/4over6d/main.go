@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -105,9 +106,32 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	defer waitAdmin()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
 		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu))
-	<-ctx.Done()
+	waitReloading(ctx, o, srv, log)
 	log.Info("shutting down: closing sessions, removing NAT table and TUN device")
 	return srv.Close()
+}
+
+// waitReloading blocks until ctx ends, applying SIGHUP meanwhile: the DNS
+// list is read again (from /etc/resolv.conf unless -dns was given) and new
+// 101 replies use it; no session is dropped.
+func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			var dns [3]netip.Addr
+			if err := parseDNS(o.dnsFlag, resolvConf, &dns); err != nil {
+				log.Error("SIGHUP: keeping the old DNS list", slog.Any("err", err))
+				continue
+			}
+			log.Info("SIGHUP: reloading", slog.String("dns", fmt.Sprint(dns)))
+			srv.Reload(o.route, dns)
+		}
+	}
 }
 
 func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger) actors.Config {

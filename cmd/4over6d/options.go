@@ -46,6 +46,7 @@ type options struct {
 	debugFaults      bool
 	queue            int
 	leaseFile        string
+	dnsFlag          string // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
 	logLevel         slog.Level
 	logJSON          bool
 }
@@ -93,7 +94,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	}
 	checks := []func() error{
 		func() error { return parsePool(pool, &o.pool) },
-		func() error { return parseDNS(dns, resolv, &o.dns) },
+		func() error { o.dnsFlag = dns; return parseDNS(dns, resolv, &o.dns) },
 		func() error { return parseIPv4("-route", route, &o.route) },
 		func() error { return o.level(level) },
 		func() error { return o.format(format) },
