@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun"
+)
+
+// Timeouts of connection setup: a server that does not accept or does not
+// answer the address request within these is treated as down.
+const (
+	dialTimeout      = 10 * time.Second
+	handshakeTimeout = 10 * time.Second
+)
+
+// network is the host side of the tunnel: the TUN device, its routes and
+// DNS. It is an interface so that the reconnect loop can be tested with an
+// in-memory device, without root.
+type network interface {
+	// Attach returns the device for a session with lease, creating it on
+	// the first call and reconfiguring it when the lease changed, so that
+	// an unchanged lease keeps the same TUN across reconnects.
+	Attach(lease messages.IPReply) (tun.Device, error)
+	// Discard closes the device after it failed, so that the next Attach
+	// starts from a fresh one.
+	Discard()
+}
+
+// client keeps one session with the server alive: it connects, runs the
+// session and reconnects with backoff, forever, until its context ends.
+type client struct {
+	server  string
+	dial    func(ctx context.Context) (net.Conn, error)
+	host    network
+	cfg     sessionConfig
+	backoff *backoff
+	// stableAfter is how long a session must last to reset the backoff.
+	stableAfter time.Duration
+	log         *slog.Logger
+}
+
+func newClient(o *options, host network, log *slog.Logger) *client {
+	d := &net.Dialer{Timeout: dialTimeout}
+	return &client{
+		server: o.server,
+		// tcp6 only: over IPv4 the connection could be routed into the
+		// tunnel it carries.
+		dial:        func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp6", o.server) },
+		host:        host,
+		cfg:         sessionConfig{heartbeat: o.heartbeat, timeout: o.timeout, handshakeTimeout: handshakeTimeout},
+		backoff:     newBackoff(),
+		stableAfter: stableSession,
+		log:         log,
+	}
+}
+
+// sessionResult says how far a session got and why it ended.
+type sessionResult struct {
+	connected time.Time // zero if the handshake never completed
+	err       error
+	stats     *tunnelStats
+}
+
+// run connects and reconnects until ctx ends.
+func (c *client) run(ctx context.Context) {
+	for {
+		res := c.session(ctx)
+		if ctx.Err() != nil {
+			c.logEnd(res, "shutting down", 0)
+			return
+		}
+		if !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter {
+			c.backoff.Reset()
+		}
+		wait := c.backoff.Next()
+		c.logEnd(res, res.err.Error(), wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+func (c *client) logEnd(res sessionResult, reason string, wait time.Duration) {
+	if res.connected.IsZero() {
+		if wait > 0 {
+			c.log.Warn("connect failed", slog.String("server", c.server), slog.String("err", reason),
+				slog.Duration("retry_in", wait.Round(time.Millisecond)))
+		}
+		return
+	}
+	c.log.Info("disconnected", slog.String("server", c.server), slog.String("reason", reason),
+		slog.Duration("duration", time.Since(res.connected).Round(time.Millisecond)),
+		slog.Uint64("packets_sent", res.stats.sent.Load()), slog.Uint64("packets_received", res.stats.received.Load()),
+		slog.Uint64("packets_dropped", res.stats.dropped.Load()), slog.Duration("retry_in", wait.Round(time.Millisecond)))
+}
+
+// session runs one connection from dial to close.
+func (c *client) session(ctx context.Context) sessionResult {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return sessionResult{err: fmt.Errorf("failed to connect: %w", err)}
+	}
+	defer conn.Close()
+	// Closing the connection is what unblocks the handshake on shutdown.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	dec := messages.NewDecoder(conn)
+	defer dec.Release()
+	lease, err := handshake(conn, dec, c.cfg.handshakeTimeout)
+	if err != nil {
+		return sessionResult{err: err}
+	}
+	dev, err := c.host.Attach(lease)
+	if err != nil {
+		return sessionResult{err: err}
+	}
+	res := sessionResult{connected: time.Now()}
+	c.log.Info("connected", slog.String("server", c.server), slog.String("addr", lease.Addr.String()),
+		slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS), slog.String("tun", dev.Name()))
+	t := newTunnel(c.cfg, conn, dec, dev, c.log)
+	res.err, res.stats = t.run(ctx), &t.stats
+	if errors.Is(res.err, errDevice) {
+		c.host.Discard()
+	}
+	return res
+}
+
+// handshake sends the address request (100) and reads frames until the
+// reply (101). Data and heartbeats before it are ignored; anything else,
+// or a reply a client cannot use, is a protocol violation.
+func handshake(conn net.Conn, dec *messages.Decoder, timeout time.Duration) (messages.IPReply, error) {
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return messages.IPReply{}, fmt.Errorf("failed to set handshake deadline: %w", err)
+	}
+	if _, err := conn.Write(messages.AppendFrame(nil, messages.TypeIPRequest, nil)); err != nil {
+		return messages.IPReply{}, fmt.Errorf("failed to send address request: %w", err)
+	}
+	for {
+		f, err := dec.Next()
+		if err != nil {
+			return messages.IPReply{}, fmt.Errorf("failed to receive address reply: %w", readError(err))
+		}
+		switch f.Type {
+		case messages.TypeDataReply, messages.TypeHeartbeat:
+			continue
+		case messages.TypeIPReply:
+		default:
+			return messages.IPReply{}, fmt.Errorf("%w: frame type %d before the address reply", errProtocol, f.Type)
+		}
+		lease, err := parseLease(f.Payload)
+		if err != nil {
+			return messages.IPReply{}, err
+		}
+		if err := conn.SetDeadline(time.Time{}); err != nil {
+			return messages.IPReply{}, fmt.Errorf("failed to clear handshake deadline: %w", err)
+		}
+		return lease, nil
+	}
+}
+
+// parseLease parses a 101 payload and rejects addresses no host can use.
+func parseLease(payload []byte) (messages.IPReply, error) {
+	lease, err := messages.ParseIPReply(payload)
+	if err != nil {
+		return messages.IPReply{}, fmt.Errorf("%w: %w", errProtocol, err)
+	}
+	a := lease.Addr
+	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return messages.IPReply{}, fmt.Errorf("%w: leased address %v is not a unicast host address", errProtocol, a)
+	}
+	return lease, nil
+}
+
+// sleep waits for d and reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}

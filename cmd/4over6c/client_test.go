@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/tuntest"
+)
+
+func TestHandshakeSendsRequestAndIgnoresFramesBeforeReply(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	first := make([]byte, 5)
+	_ = p.conn.SetReadDeadline(time.Now().Add(waitLong))
+	if _, err := io.ReadFull(p.conn, first); err != nil || !bytes.Equal(first, []byte{5, 0, 0, 0, 100}) {
+		t.Fatalf("first bytes = %x, %v; want the 5-byte address request 0500000064", first, err)
+	}
+	var before []byte
+	before = append(before, messages.Heartbeat...)
+	before = messages.AppendFrame(before, messages.TypeDataReply, tuntest.Ping(remoteAddr, leasedAddr, 1, 1, nil))
+	p.write(append(before, testReply.AppendFrame(nil)...))
+	if got := rc.net.awaitLease(t); got != testReply {
+		t.Fatalf("lease = %+v, want %+v", got, testReply)
+	}
+	if n := len(rc.net.device().Written()); n != 0 {
+		t.Errorf("%d packets reached the TUN before the address reply", n)
+	}
+	waitFor(t, func() bool { return rc.logs.count("msg=connected") == 1 }, "the connect line")
+	if !strings.Contains(rc.logs.String(), "addr=192.0.2.2") {
+		t.Errorf("connect line does not name the leased address:\n%s", rc.logs.String())
+	}
+}
+
+func TestPacketsFlowBothWaysInOrder(t *testing.T) {
+	verifyNoLeaks(t)
+	const count = 300
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	p.handshake(testReply)
+	rc.net.awaitLease(t)
+	dev := rc.net.device()
+
+	for i := range count {
+		dev.Inject(tuntest.Ping(leasedAddr, remoteAddr, 7, uint16(i), make([]byte, i)))
+	}
+	for i := range count {
+		f := p.next(messages.TypeDataRequest)
+		if want := tuntest.Ping(leasedAddr, remoteAddr, 7, uint16(i), make([]byte, i)); !bytes.Equal(f.Payload, want) {
+			t.Fatalf("102 number %d carries %x, want %x", i, f.Payload, want)
+		}
+	}
+
+	var burst []byte
+	for i := range count {
+		burst = messages.AppendFrame(burst, messages.TypeDataReply, tuntest.Pong(remoteAddr, leasedAddr, 7, uint16(i), make([]byte, i)))
+	}
+	p.write(burst)
+	for i := range count {
+		select {
+		case got := <-dev.Written():
+			if want := tuntest.Pong(remoteAddr, leasedAddr, 7, uint16(i), make([]byte, i)); !bytes.Equal(got, want) {
+				t.Fatalf("TUN packet %d = %x, want %x", i, got, want)
+			}
+		case <-time.After(waitLong):
+			t.Fatalf("only %d of %d packets reached the TUN", i, count)
+		}
+	}
+}
+
+func TestInvalidDataRepliesAreDroppedNotFatal(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	p.handshake(testReply)
+	rc.net.awaitLease(t)
+	pong := tuntest.Pong(remoteAddr, leasedAddr, 9, 1, []byte("after junk"))
+	var frames []byte
+	frames = messages.AppendFrame(frames, messages.TypeDataReply, []byte{0x60, 0, 0, 0})                         // IPv6
+	frames = messages.AppendFrame(frames, messages.TypeDataReply, pong[:10])                                     // truncated
+	frames = messages.AppendFrame(frames, messages.TypeDataReply, make([]byte, 0))                               // empty
+	frames = messages.AppendFrame(frames, messages.TypeDataReply, append(bytes.Clone(pong), "trailing junk"...)) // trimmed
+	frames = messages.AppendFrame(frames, messages.TypeIPReply, testReply.Format())                              // repeated reply
+	p.write(frames)
+	select {
+	case got := <-rc.net.device().Written():
+		if !bytes.Equal(got, pong) {
+			t.Fatalf("TUN got %x, want the valid packet without its trailing junk %x", got, pong)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("valid packet after invalid ones never reached the TUN")
+	}
+	if rc.logs.count("msg=disconnected") != 0 {
+		t.Fatalf("invalid packets ended the session:\n%s", rc.logs.String())
+	}
+}
+
+func TestHeartbeatsSentEveryInterval(t *testing.T) {
+	verifyNoLeaks(t)
+	const interval = 50 * time.Millisecond
+	srv := newFakeServer(t)
+	startClient(t, srv, sessionConfig{heartbeat: interval, timeout: 2 * time.Second, handshakeTimeout: time.Second})
+	p := srv.accept(t)
+	p.handshake(testReply)
+	start := time.Now()
+	var gaps []time.Duration
+	last := start
+	for range 8 {
+		p.next(messages.TypeHeartbeat)
+		gaps = append(gaps, time.Since(last))
+		last = time.Now()
+	}
+	total := time.Since(start)
+	if total < 8*interval-interval/2 || total > 8*interval+time.Second {
+		t.Errorf("8 heartbeats took %v, want about %v (gaps %v)", total, 8*interval, gaps)
+	}
+	for i, g := range gaps[1:] {
+		if g < interval/3 {
+			t.Errorf("heartbeat %d came %v after the previous one, want about %v", i+1, g, interval)
+		}
+	}
+}
+
+func TestSilentServerIsDeadAndClientReconnects(t *testing.T) {
+	verifyNoLeaks(t)
+	const timeout = 300 * time.Millisecond
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, sessionConfig{heartbeat: 100 * time.Millisecond, timeout: timeout, handshakeTimeout: time.Second})
+	p := srv.accept(t)
+	p.handshake(testReply)
+	took := p.awaitClose(waitLong)
+	if took < timeout-50*time.Millisecond || took > timeout+time.Second {
+		t.Errorf("client dropped the silent server after %v, want about %v", took, timeout)
+	}
+	again := srv.accept(t)
+	again.handshake(testReply)
+	rc.net.awaitLease(t)
+	rc.net.awaitLease(t)
+	if rc.net.discardCount() != 0 {
+		t.Errorf("the TUN was replaced %d times, want it kept across reconnects", rc.net.discardCount())
+	}
+	if !strings.Contains(rc.logs.String(), "no heartbeat from server") {
+		t.Errorf("disconnect reason not logged:\n%s", rc.logs.String())
+	}
+}
+
+func TestHeartbeatingServerKeepsSession(t *testing.T) {
+	verifyNoLeaks(t)
+	const timeout = 300 * time.Millisecond
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, sessionConfig{heartbeat: 100 * time.Millisecond, timeout: timeout, handshakeTimeout: time.Second})
+	p := srv.accept(t)
+	p.handshake(testReply)
+	for range 10 {
+		p.write(messages.Heartbeat)
+		time.Sleep(timeout / 3)
+	}
+	if n := rc.logs.count("msg=disconnected"); n != 0 {
+		t.Fatalf("client disconnected %d times from a server sending heartbeats:\n%s", n, rc.logs.String())
+	}
+}
+
+func TestProtocolViolationsReconnect(t *testing.T) {
+	tooLarge := binary.LittleEndian.AppendUint32(nil, 0x7fffffff)
+	tests := []struct {
+		name      string
+		handshake bool
+		send      []byte
+		hangUp    bool
+		reason    string
+	}{
+		{"frame length 0x7fffffff", true, append(tooLarge, messages.TypeDataReply), false, "framing lost"},
+		{"frame length just above the limit", true, append(binary.LittleEndian.AppendUint32(nil, messages.MaxFrameLen+1), messages.TypeDataReply), false, "framing lost"},
+		{"unknown type", true, messages.AppendFrame(nil, 42, []byte("x")), false, "unexpected frame type 42"},
+		{"client type from server", true, messages.AppendFrame(nil, messages.TypeDataRequest, nil), false, "unexpected frame type 102"},
+		{"unknown type before reply", false, messages.AppendFrame(nil, 42, nil), false, "frame type 42 before"},
+		{"too large before reply", false, append(tooLarge, messages.TypeIPReply), false, "framing lost"},
+		{"malformed reply", false, messages.AppendFrame(nil, messages.TypeIPReply, []byte("not an address \x00")), false, "malformed IP reply"},
+		{"unusable address", false, messages.AppendFrame(nil, messages.TypeIPReply, []byte("0.0.0.0 0.0.0.0 1.1.1.1 1.1.1.1 1.1.1.1 \x00")), false, "not a unicast host"},
+		{"stream ends mid-frame", true, []byte{200, 0, 0, 0, messages.TypeDataReply, 0x45}, true, "middle of a frame"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			srv := newFakeServer(t)
+			rc := startClient(t, srv, shortTimers())
+			p := srv.accept(t)
+			if tt.handshake {
+				p.handshake(testReply)
+			} else {
+				p.next(messages.TypeIPRequest)
+			}
+			p.write(tt.send)
+			if tt.hangUp {
+				_ = p.conn.(interface{ CloseWrite() error }).CloseWrite()
+			}
+			p.awaitClose(waitLong)
+			srv.accept(t).handshake(testReply)
+			if !rc.running() {
+				t.Fatal("client stopped after a protocol violation")
+			}
+			waitFor(t, func() bool { return strings.Contains(rc.logs.String(), tt.reason) },
+				fmt.Sprintf("a log line with %q", tt.reason))
+		})
+	}
+}
+
+func TestDeviceFailureReplacesDevice(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	p.handshake(testReply)
+	rc.net.awaitLease(t)
+	broken := rc.net.device()
+	_ = broken.Close()
+	p.awaitClose(waitLong)
+	srv.accept(t).handshake(testReply)
+	rc.net.awaitLease(t)
+	if rc.net.discardCount() != 1 || rc.net.device() == broken {
+		t.Fatalf("after a TUN failure: %d discards, same device %v; want the device replaced once", rc.net.discardCount(), rc.net.device() == broken)
+	}
+}
+
+func TestShutdownClosesConnectionPromptly(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	p.handshake(testReply)
+	rc.net.awaitLease(t)
+	start := time.Now()
+	if !rc.stop(time.Second) {
+		t.Fatal("client did not stop within 1 s of cancellation")
+	}
+	p.awaitClose(time.Second)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("shutdown took %v", took)
+	}
+	if !strings.Contains(rc.logs.String(), "reason=\"shutting down\"") {
+		t.Errorf("shutdown not logged as the disconnect reason:\n%s", rc.logs.String())
+	}
+}
+
+func TestServerDownIsRetried(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	// The server hangs up before answering: a failed connect, retried.
+	for range 3 {
+		p := srv.accept(t)
+		p.next(messages.TypeIPRequest)
+		_ = p.conn.Close()
+	}
+	srv.accept(t).handshake(testReply)
+	rc.net.awaitLease(t)
+	if n := rc.logs.count("msg=\"connect failed\""); n != 3 {
+		t.Errorf("%d connect failures logged, want 3:\n%s", n, rc.logs.String())
+	}
+}
+
+// waitFor polls cond until it holds or fails the test.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the lab protocol (PROTOCOL.md): the server's heartbeat and
+// liveness intervals, and a TUN MTU that keeps packets at 1500 bytes.
+const (
+	defaultTUN       = "4over6c"
+	defaultMTU       = 1500
+	defaultHeartbeat = 20 * time.Second
+	defaultTimeout   = 60 * time.Second
+	minMTU           = 576
+	maxMTU           = 1500
+	maxIfNameLen     = 15
+)
+
+// Values of -routes that are not a prefix list.
+const (
+	routesDefault = "default"
+	routesNone    = "none"
+)
+
+// def1 takes over all IPv4 traffic with two routes more specific than any
+// default route, so an existing default route is overridden without being
+// deleted (OpenVPN's def1), and comes back by itself when the TUN goes.
+var def1 = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+
+// routeMode says where the routes through the TUN come from.
+type routeMode int
+
+const (
+	// routeFromServer follows the route field of the 101 reply.
+	routeFromServer routeMode = iota
+	// routeNone installs no routes beyond the TUN's own address.
+	routeNone
+	// routeList installs the prefixes given on the command line.
+	routeList
+)
+
+// options are the parsed, validated command line.
+type options struct {
+	server    string
+	tun       string
+	mtu       int
+	routeMode routeMode
+	routes    []netip.Prefix
+	dnsApply  string
+	heartbeat time.Duration
+	timeout   time.Duration
+	logLevel  slog.Level
+	logJSON   bool
+}
+
+// parseOptions reads the flags. Every error is a single line that names the
+// offending flag, since the caller prints it as the only output before
+// exiting with status 2. -help prints the flag list and returns
+// flag.ErrHelp.
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("4over6c", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var (
+		o                     options
+		routes, level, format string
+	)
+	fs.StringVar(&o.server, "server", "", "server address, [IPv6]:port or host:port (required), e.g. [2001:db8::1]:5678")
+	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
+	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: servers keep packets at 1500 bytes)")
+	fs.StringVar(&routes, "routes", routesDefault, "routes via the TUN: default (0.0.0.0/1 and 128.0.0.0/1 when the server's route field is 0.0.0.0), none, or a comma list of IPv4 prefixes (0.0.0.0/0 is installed as those two)")
+	fs.StringVar(&o.dnsApply, "dns-apply", "", "write the server's DNS servers as nameserver lines to this file (e.g. /etc/resolv.conf), restored on exit")
+	fs.DurationVar(&o.heartbeat, "heartbeat", defaultHeartbeat, "interval of heartbeats (104) to the server")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "silence from the server (no heartbeat) after which the connection is dropped and re-established")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&format, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: 4over6c -server [2001:db8::1]:5678 [flags]")
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: all settings are flags", fs.Arg(0))
+	}
+	checks := []func() error{
+		o.checkServer,
+		func() error { return o.parseRoutes(routes) },
+		func() error { return o.level(level) },
+		func() error { return o.format(format) },
+		o.validate,
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return nil, err
+		}
+	}
+	return &o, nil
+}
+
+// checkServer accepts host:port with a port number; an address literal
+// must be IPv6, because the tunnel runs over IPv6 and dialling an IPv4
+// server would send the tunnel through its own routes.
+func (o *options) checkServer() error {
+	if o.server == "" {
+		return errors.New("-server is required, e.g. -server [2001:db8::1]:5678")
+	}
+	host, port, err := net.SplitHostPort(o.server)
+	if err != nil || host == "" {
+		return fmt.Errorf("-server %q: want [IPv6]:port or host:port", o.server)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("-server %q: port %q is not a number in 1-65535", o.server, port)
+	}
+	if a, err := netip.ParseAddr(host); err == nil && !a.Is6() || err == nil && a.Is4In6() {
+		return fmt.Errorf("-server %q: the tunnel runs over IPv6, want an IPv6 address", o.server)
+	}
+	return nil
+}
+
+func (o *options) parseRoutes(s string) error {
+	switch s {
+	case routesDefault:
+		o.routeMode = routeFromServer
+		return nil
+	case routesNone:
+		o.routeMode = routeNone
+		return nil
+	}
+	o.routeMode = routeList
+	for _, f := range strings.Split(s, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(f))
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("-routes %q: %q is not an IPv4 prefix like 198.51.100.0/24 (or use default or none)", s, f)
+		}
+		if p.Bits() == 0 {
+			// As def1, so the existing default route is not replaced
+			// (and then deleted on exit).
+			o.routes = append(o.routes, def1...)
+			continue
+		}
+		o.routes = append(o.routes, p.Masked())
+	}
+	return nil
+}
+
+func (o *options) level(s string) error {
+	if err := o.logLevel.UnmarshalText([]byte(s)); err != nil {
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", s)
+	}
+	return nil
+}
+
+func (o *options) format(s string) error {
+	switch s {
+	case "text":
+	case "json":
+		o.logJSON = true
+	default:
+		return fmt.Errorf("-log-format %q: want text or json", s)
+	}
+	return nil
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.tun == "" || len(o.tun) > maxIfNameLen:
+		return fmt.Errorf("-tun %q: want 1-%d characters", o.tun, maxIfNameLen)
+	case o.mtu < minMTU || o.mtu > maxMTU:
+		return fmt.Errorf("-mtu %d out of range %d-%d", o.mtu, minMTU, maxMTU)
+	case o.heartbeat <= 0:
+		return fmt.Errorf("-heartbeat %v must be positive", o.heartbeat)
+	case o.timeout <= o.heartbeat:
+		return fmt.Errorf("-timeout %v must be longer than -heartbeat %v", o.timeout, o.heartbeat)
+	case o.dnsApply != "" && strings.HasSuffix(o.dnsApply, "/"):
+		return fmt.Errorf("-dns-apply %q: want a file path, not a directory", o.dnsApply)
+	}
+	return nil
+}
