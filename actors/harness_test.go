@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +87,7 @@ type client struct {
 	frames chan messages.Frame
 	done   chan error // the reader's final error
 	addr   netip.Addr
+	paused atomic.Bool // stop consuming frames (a hung client)
 }
 
 func (h *harness) dial() *client {
@@ -106,6 +108,12 @@ func (c *client) read(stopped chan struct{}) {
 	dec := messages.NewDecoder(c.conn)
 	defer dec.Release()
 	for {
+		for c.paused.Load() {
+			time.Sleep(10 * time.Millisecond)
+			if c.isClosed() {
+				break
+			}
+		}
 		f, err := dec.Next()
 		if err != nil {
 			c.done <- err
@@ -118,6 +126,12 @@ func (c *client) read(stopped chan struct{}) {
 		default: // the test is not reading this client: like a full socket buffer
 		}
 	}
+}
+
+// isClosed reports whether the test closed its end (a paused reader must
+// still exit at cleanup).
+func (c *client) isClosed() bool {
+	return c.conn.SetReadDeadline(time.Time{}) != nil
 }
 
 // connect dials and completes the 100/101 exchange.

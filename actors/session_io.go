@@ -180,14 +180,19 @@ var writeBufs = sync.Pool{New: func() any { return new([writeBufSize]byte) }}
 func writeClient(conn net.Conn, q *outQueue, stall time.Duration, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
 	defer wg.Done()
 	w := &coalescer{conn: conn, stall: stall}
-	err := w.run(q, m)
+	if err := w.run(q, m); err != nil {
+		// Tell the actor first: it closes the queue, which ends the
+		// drain below.
+		sys.Root.Send(self, &connClosed{reason: CloseWriteError, err: err})
+	}
+	if w.buf != nil {
+		writeBufs.Put(w.buf)
+	}
 	for item := range q.ch {
 		if item.batch != nil {
+			q.queued.Add(-int64(len(item.batch.Packets)))
 			item.batch.Release()
 		}
-	}
-	if err != nil {
-		sys.Root.Send(self, &connClosed{reason: CloseWriteError, err: err})
 	}
 }
 

@@ -1,0 +1,115 @@
+package actors
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/tuntest"
+)
+
+// A client that stops reading must cost only itself: its queue stays
+// bounded (overflow dropped and counted), other clients keep their
+// throughput, and once its socket makes no progress for the timeout the
+// session is closed as a write error.
+func TestSlowClientIsBoundedAndClosed(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Timeout = 700 * time.Millisecond
+		c.Heartbeat = 200 * time.Millisecond
+		c.QueuePackets = 64
+	})
+	good, slow := h.connect(), h.connect()
+	h.keepAlive(good)
+	h.keepAlive(slow) // alive by its heartbeats, but it never reads
+	slow.stopReading()
+	flood := tuntest.UDP(netip.AddrPortFrom(inetHost, 53), netip.AddrPortFrom(slow.addr, 9), make([]byte, 1400))
+	h.injectUntil(flood, func() bool { return h.srv.Metrics().ClosedBy(CloseWriteError) == 1 })
+	if h.srv.Metrics().Drops(DropQueueFull) == 0 {
+		t.Fatal("no queue-full drops: the slow client's queue was not bounded")
+	}
+	h.awaitDownlink(good, 1) // the other client is unaffected
+	h.awaitUplink(good, 1)
+	eventually(t, wait, "the slow client's lease release", func() bool { return h.leaseCount() == 1 })
+}
+
+// keepAlive sends heartbeats for c until the test ends, so silence
+// detection does not interfere with what a test is about.
+func (h *harness) keepAlive(c *client) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = c.conn.Write(messages.AppendFrame(nil, messages.TypeHeartbeat, nil))
+			}
+		}
+	}()
+	h.t.Cleanup(func() { close(stop); <-done })
+}
+
+// injectUntil keeps injecting pkt into the TUN until cond holds, failing
+// the test after the usual wait; queue bounds are checked meanwhile.
+func (h *harness) injectUntil(pkt []byte, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("condition not reached while flooding (written out: %d packets)", h.srv.Metrics().PacketsOut.Load())
+		}
+		for range 200 {
+			h.dev.Inject(pkt)
+		}
+		sessions, err := h.srv.Sessions()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, s := range sessions {
+			if s.Queued > int64(h.srv.cfg.QueuePackets) {
+				h.t.Fatalf("session %v queued %d packets, bound is %d", s.Addr, s.Queued, h.srv.cfg.QueuePackets)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopReading stops draining the connection, so the server's writes back
+// up into the socket buffers like a client that has hung.
+func (c *client) stopReading() {
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	c.paused.Store(true)
+}
+
+// A burst of connections is absorbed by the accept loop: none is lost and
+// a client arriving after it is served at once.
+func TestConnectionFlood(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxPerSource = 0 })
+	const n = 150
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		conn, err := net.Dial("tcp6", h.ln.Addr().String())
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(conns), err)
+		}
+		conns = append(conns, conn)
+	}
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	eventually(t, wait, "every connection to become a session", func() bool {
+		return h.srv.Metrics().SessionsOpened.Load() == n
+	})
+	late := h.connect()
+	h.awaitUplink(late, 1)
+}
