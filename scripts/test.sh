@@ -40,4 +40,18 @@ if [[ $(id -u) -eq 0 ]] && grep -q -- '--- SKIP' "$log"; then
 	exit 1
 fi
 passed=$(grep -c -E '^\s*--- PASS' "$log" || true)
+
+# The README's first command must keep working: run the demo lab as a smoke
+# test (it cleans up after itself; it needs root).
+if [[ $(id -u) -eq 0 ]]; then
+	if timeout 300 bash scripts/demo.sh >"$log" 2>&1; then
+		echo "--- PASS: demo lab (scripts/demo.sh)"
+		passed=$((passed + 1))
+	else
+		tail -40 "$log"
+		echo "--- FAIL: demo lab (scripts/demo.sh)"
+		echo "$passed passed, 1 failed"
+		exit 1
+	fi
+fi
 echo "$passed passed, 0 failed"
