@@ -152,11 +152,12 @@ func (p *process) awaitLog(t *testing.T, s string) {
 	waitUntil(t, e2eStart, func() bool { return strings.Contains(p.logs.String(), s) }, fmt.Sprintf("%s to log %q", p.name, s))
 }
 
-func (tp *topology) runServer(t *testing.T) *process {
+func (tp *topology) runServer(t *testing.T, extra ...string) *process {
 	t.Helper()
 	bin, _ := binaries(t)
-	p := startProcess(t, tp.srv, bin, "-listen", "[::]:5678", "-pool", "192.0.2.0/24", "-dns", "198.51.100.53",
-		"-heartbeat", "1s", "-timeout", "3s", "-log-level", "debug")
+	args := append([]string{"-listen", "[::]:5678", "-pool", "192.0.2.0/24", "-dns", "198.51.100.53",
+		"-heartbeat", "1s", "-timeout", "3s", "-log-level", "debug"}, extra...)
+	p := startProcess(t, tp.srv, bin, args...)
 	p.awaitLog(t, "4over6d serving")
 	return p
 }
