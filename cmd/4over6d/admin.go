@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"time"
 
@@ -51,6 +52,7 @@ type admin struct {
 	tun    string
 	pool   netip.Prefix
 	faults bool // serve POST /debug/panic
+	pprof  bool // serve /debug/pprof/
 }
 
 func (a *admin) handler() http.Handler {
@@ -63,6 +65,12 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", a.healthz)
 	if a.faults {
 		mux.HandleFunc("POST /debug/panic", a.panic)
+	}
+	if a.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

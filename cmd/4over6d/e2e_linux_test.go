@@ -468,11 +468,22 @@ func TestDebugPanicEndpoint(t *testing.T) {
 	}
 }
 
-func TestDebugPanicIsOffByDefault(t *testing.T) {
+func TestDebugEndpointsAreOffByDefault(t *testing.T) {
 	tp := newTopology(t)
 	tp.startServer(t)
 	if r := tp.admin(t, "POST", "/debug/panic?actor=router"); strings.Contains(r, "200 OK") {
 		t.Fatalf("fault injection answered without -debug-faults: %s", r)
+	}
+	if r := tp.adminGet(t, "/debug/pprof/"); strings.Contains(r, "200 OK") {
+		t.Fatalf("pprof answered without -pprof: %s", r)
+	}
+}
+
+func TestPprofEndpoint(t *testing.T) {
+	tp := newTopology(t)
+	tp.startServer(t, "-pprof")
+	if r := tp.adminGet(t, "/debug/pprof/goroutine?debug=1"); !strings.Contains(r, "200 OK") || !strings.Contains(r, "goroutine profile") {
+		t.Fatalf("pprof goroutine profile: %.300s", r)
 	}
 }
 

@@ -97,7 +97,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults}
+		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof}
 		if waitAdmin, err = serveAdmin(ctx, o.admin, a, log); err != nil {
 			_ = srv.Close()
 			return err

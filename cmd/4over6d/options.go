@@ -44,6 +44,7 @@ type options struct {
 	maxPerSource     int
 	clientToClient   bool
 	debugFaults      bool
+	pprof            bool
 	queue            int
 	leaseFile        string
 	dnsFlag          string // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
@@ -83,6 +84,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin endpoint")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&format, "log-format", "text", "text or json")
