@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -61,19 +60,8 @@ func OpenClient(cfg ClientConfig) (*Linux, error) {
 }
 
 func openClient(links *netlink.Handle, cfg ClientConfig) (*Linux, error) {
-	if err := removeStaleLink(links, cfg.Name); err != nil {
-		return nil, err
-	}
-	ifce, err := water.New(water.Config{
-		DeviceType:             water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
-	})
+	dev, err := create(links, cfg.Name, cfg.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("failed to create TUN %s: %w", cfg.Name, err)
-	}
-	dev, err := newLinux(ifce, links, cfg.MTU)
-	if err != nil {
-		ifce.Close()
 		return nil, err
 	}
 	if err := dev.configureClient(cfg.Addr); err != nil {

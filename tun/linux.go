@@ -100,23 +100,33 @@ func (cfg Config) validate() error {
 }
 
 func open(links *netlink.Handle, cfg Config) (*Linux, error) {
-	if err := removeStaleLink(links, cfg.Name); err != nil {
-		return nil, err
-	}
-	ifce, err := water.New(water.Config{
-		DeviceType:             water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
-	})
+	dev, err := create(links, cfg.Name, cfg.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("failed to create TUN %s: %w", cfg.Name, err)
-	}
-	dev, err := newLinux(ifce, links, cfg.MTU)
-	if err != nil {
-		ifce.Close()
 		return nil, err
 	}
 	if err := configureLink(links, dev.index, dev.name, cfg); err != nil {
 		dev.file.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+// create replaces a stale link of that name and opens a fresh TUN; the
+// caller configures addresses and brings it up.
+func create(links *netlink.Handle, name string, mtu int) (*Linux, error) {
+	if err := removeStaleLink(links, name); err != nil {
+		return nil, err
+	}
+	ifce, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create TUN %s: %w", name, err)
+	}
+	dev, err := newLinux(ifce, links, mtu)
+	if err != nil {
+		ifce.Close()
 		return nil, err
 	}
 	return dev, nil

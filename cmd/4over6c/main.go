@@ -39,7 +39,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log := newLogger(o, stderr)
+	log := o.log.New(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -52,12 +52,4 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log.Info("4over6c stopped", slog.Duration("uptime", time.Since(start).Round(time.Millisecond)))
 	return 0
-}
-
-func newLogger(o *options, w io.Writer) *slog.Logger {
-	ho := &slog.HandlerOptions{Level: o.logLevel}
-	if o.logJSON {
-		return slog.New(slog.NewJSONHandler(w, ho))
-	}
-	return slog.New(slog.NewTextHandler(w, ho))
 }

@@ -5,12 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/4over6d/4over6d/cmd/internal/logflag"
 )
 
 // Defaults of the lab protocol (PROTOCOL.md): the server's heartbeat and
@@ -58,8 +59,7 @@ type options struct {
 	dnsApply  string
 	heartbeat time.Duration
 	timeout   time.Duration
-	logLevel  slog.Level
-	logJSON   bool
+	log       logflag.Options
 }
 
 // parseOptions reads the flags. Every error is a single line that names the
@@ -97,8 +97,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	checks := []func() error{
 		o.checkServer,
 		func() error { return o.parseRoutes(routes) },
-		func() error { return o.level(level) },
-		func() error { return o.format(format) },
+		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
 	}
 	for _, check := range checks {
@@ -151,24 +150,6 @@ func (o *options) parseRoutes(s string) error {
 			continue
 		}
 		o.routes = append(o.routes, p.Masked())
-	}
-	return nil
-}
-
-func (o *options) level(s string) error {
-	if err := o.logLevel.UnmarshalText([]byte(s)); err != nil {
-		return fmt.Errorf("-log-level %q: want debug, info, warn or error", s)
-	}
-	return nil
-}
-
-func (o *options) format(s string) error {
-	switch s {
-	case "text":
-	case "json":
-		o.logJSON = true
-	default:
-		return fmt.Errorf("-log-format %q: want text or json", s)
 	}
 	return nil
 }

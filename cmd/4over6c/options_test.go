@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/4over6d/4over6d/cmd/internal/logflag"
 )
 
 func TestDefaults(t *testing.T) {
@@ -17,11 +19,11 @@ func TestDefaults(t *testing.T) {
 	}
 	want := options{
 		server: "[2001:db8::1]:5678", tun: "4over6c", mtu: 1500, routeMode: routeFromServer,
-		heartbeat: 20 * time.Second, timeout: 60 * time.Second, logLevel: slog.LevelInfo,
+		heartbeat: 20 * time.Second, timeout: 60 * time.Second, log: logflag.Options{Level: slog.LevelInfo},
 	}
 	if o.server != want.server || o.tun != want.tun || o.mtu != want.mtu || o.routeMode != want.routeMode ||
 		o.routes != nil || o.dnsApply != "" || o.heartbeat != want.heartbeat || o.timeout != want.timeout ||
-		o.logLevel != want.logLevel || o.logJSON {
+		o.log != want.log {
 		t.Errorf("defaults = %+v, want %+v", *o, want)
 	}
 }
@@ -40,7 +42,7 @@ func TestFlagsParsed(t *testing.T) {
 	}
 	if o.tun != "tun9" || o.mtu != 1400 || o.routeMode != routeList || !slices.Equal(o.routes, wantRoutes) ||
 		o.dnsApply != "/tmp/resolv.conf" || o.heartbeat != time.Second || o.timeout != 3*time.Second ||
-		o.logLevel != slog.LevelDebug || !o.logJSON {
+		o.log != (logflag.Options{Level: slog.LevelDebug, JSON: true}) {
 		t.Errorf("options = %+v", *o)
 	}
 	if o, err := parseOptions([]string{"-server", "[::1]:1", "-routes", "none"}, &bytes.Buffer{}); err != nil || o.routeMode != routeNone {

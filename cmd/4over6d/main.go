@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "4over6d:", err)
 		return 2
 	}
-	log := newLogger(o, stderr)
+	log := o.log.New(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -54,14 +54,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("4over6d stopped", slog.Duration("uptime", time.Since(start).Round(time.Millisecond)))
 	return 0
-}
-
-func newLogger(o *options, w io.Writer) *slog.Logger {
-	ho := &slog.HandlerOptions{Level: o.logLevel}
-	if o.logJSON {
-		return slog.New(slog.NewJSONHandler(w, ho))
-	}
-	return slog.New(slog.NewTextHandler(w, ho))
 }
 
 // serve brings the server up, waits for ctx to end, and takes it down in

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/4over6d/4over6d/actors"
+	"github.com/4over6d/4over6d/cmd/internal/logflag"
 )
 
 // Defaults that the issue tracker and README promise; keep them in step.
@@ -48,8 +48,7 @@ type options struct {
 	queue            int
 	leaseFile        string
 	dnsFlag          string // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
-	logLevel         slog.Level
-	logJSON          bool
+	log              logflag.Options
 }
 
 // usageError marks errors that are the user's to fix (exit code 2).
@@ -98,8 +97,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 		func() error { return parsePool(pool, &o.pool) },
 		func() error { o.dnsFlag = dns; return parseDNS(dns, resolv, &o.dns) },
 		func() error { return parseIPv4("-route", route, &o.route) },
-		func() error { return o.level(level) },
-		func() error { return o.format(format) },
+		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
 	}
 	for _, check := range checks {
@@ -178,24 +176,6 @@ func resolvers(path string) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func (o *options) level(s string) error {
-	if err := o.logLevel.UnmarshalText([]byte(s)); err != nil {
-		return fmt.Errorf("-log-level %q: want debug, info, warn or error", s)
-	}
-	return nil
-}
-
-func (o *options) format(s string) error {
-	switch s {
-	case "text":
-	case "json":
-		o.logJSON = true
-	default:
-		return fmt.Errorf("-log-format %q: want text or json", s)
-	}
-	return nil
 }
 
 func (o *options) validate() error {

@@ -53,7 +53,7 @@ func TestDefaults(t *testing.T) {
 	if o.listen != "[::]:5678" || o.pool.String() != "100.64.0.0/24" || o.tun != "4over6" || o.mtu != 1500 ||
 		o.route != netip.IPv4Unspecified() || o.nat != "auto" || o.heartbeat != 20*time.Second ||
 		o.timeout != 60*time.Second || o.handshakeTimeout != 10*time.Second || o.maxSessions != 0 ||
-		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.logJSON || o.maxPerSource != 16 ||
+		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.log.JSON || o.maxPerSource != 16 ||
 		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 {
 		t.Fatalf("defaults = %+v", o)
 	}
