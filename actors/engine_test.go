@@ -232,29 +232,13 @@ func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
 		}
 	}
 	talker := h.connect()
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_, _ = talker.conn.Write(messages.AppendFrame(nil, messages.TypeHeartbeat, nil))
-			}
-		}
-	}()
+	h.keepAlive(talker)
 	quiet.expectClosed(wait)
 	eventually(t, wait, "silent client's lease release", func() bool { return h.leaseCount() == 1 })
 	if n := h.srv.Metrics().ClosedBy(CloseTimeout); n != 1 {
 		t.Fatalf("sessions closed by timeout = %d, want 1", n)
 	}
 	time.Sleep(500 * time.Millisecond) // longer than the timeout: the talker must survive it
-	close(stop)
-	<-done
 	lt, err := h.srv.Leases()
 	if err != nil || len(lt.Leases) != 1 || lt.Leases[0].Addr != talker.addr {
 		t.Fatalf("leases after timeout = %+v, %v; want only the talker's %v", lt, err, talker.addr)
