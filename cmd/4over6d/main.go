@@ -100,7 +100,24 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu))
 	waitReloading(ctx, o, srv, log)
 	log.Info("shutting down: closing sessions, removing NAT table and TUN device")
-	return srv.Close()
+	return closeWithin(srv, shutdownDeadline)
+}
+
+// shutdownDeadline bounds a graceful stop; the TUN and NAT table are
+// removed after it either way.
+const shutdownDeadline = 5 * time.Second
+
+// closeWithin stops the engine, giving up after d so that a wedged actor
+// cannot keep the process (and its host changes) alive.
+func closeWithin(srv *actors.Server, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("failed to stop the sessions within %v; exiting anyway", d)
+	}
 }
 
 // waitReloading blocks until ctx ends, applying SIGHUP meanwhile: the DNS
