@@ -54,4 +54,18 @@ if [[ $(id -u) -eq 0 ]]; then
 		exit 1
 	fi
 fi
+
+# The containerized lab (Docker from Debian packages, started and stopped by
+# the script, host state restored).
+if [[ $(id -u) -eq 0 ]]; then
+	if bash scripts/lab-test.sh >"$log" 2>&1; then
+		echo "--- PASS: containerized lab (scripts/lab-test.sh)"
+		passed=$((passed + 1))
+	else
+		cat "$log"
+		echo "--- FAIL: containerized lab (scripts/lab-test.sh)"
+		echo "$passed passed, 1 failed"
+		exit 1
+	fi
+fi
 echo "$passed passed, 0 failed"

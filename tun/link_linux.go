@@ -70,7 +70,7 @@ func configureLink(links *netlink.Handle, index int, name string, cfg Config) er
 // kernel without IPv6 has no such file, which is fine.
 func disableIPv6(name string) error {
 	path := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
-	err := os.WriteFile(path, []byte("1\n"), 0)
+	err := setSysctl(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("failed to disable IPv6 on TUN %s: %w", name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,8 +51,19 @@ func checkNetAdmin() error {
 // namespace, without which the kernel drops packets between the TUN and the
 // egress interface instead of routing them.
 func EnableForwarding() error {
-	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0); err != nil {
+	if err := setSysctl(ipForwardPath); err != nil {
 		return fmt.Errorf("failed to enable IPv4 forwarding: %w", err)
 	}
 	return nil
+}
+
+// setSysctl writes 1 to a /proc/sys file unless it already holds 1. In a
+// container /proc/sys is read-only, and the runtime sets the values
+// (docker-compose sysctls:); writing only when needed lets 4over6d run
+// there.
+func setSysctl(path string) error {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	return os.WriteFile(path, []byte("1\n"), 0)
 }

@@ -4,9 +4,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/vishvananda/netlink"
@@ -136,5 +138,38 @@ func TestDefaultRouteLink(t *testing.T) {
 		if got := defaultRouteLink(tt.routes); got != tt.want {
 			t.Errorf("%s: defaultRouteLink = %d, want %d", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestSetSysctlWritesOnlyWhenNeeded(t *testing.T) {
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, before string
+		written      bool
+	}{
+		{"already set: untouched (read-only /proc/sys in containers)", "1\n", false},
+		{"off: switched on", "0\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "knob")
+			if err := os.WriteFile(path, []byte(tc.before), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, old, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := setSysctl(path); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := os.ReadFile(path)
+			if strings.TrimSpace(string(data)) != "1" || fi.ModTime().After(old) != tc.written {
+				t.Fatalf("content %q, rewritten %v; want 1, rewritten %v", data, fi.ModTime().After(old), tc.written)
+			}
+		})
 	}
 }

@@ -1,0 +1,462 @@
+#!/usr/bin/env bash
+# End-to-end test of the containerized lab (docker-compose.yml), as CI runs
+# it (as root, on a machine that may have no Docker):
+#
+#   1. installs Docker from Debian packages if it is missing (services are
+#      kept from starting by a temporary policy-rc.d);
+#   2. starts dockerd by hand, with its own log file, and options that leave
+#      the host alone: --iptables=false --ip-forward=false --bridge=none (the
+#      lab needs no NAT from Docker: its NAT is 4over6d's, inside the server
+#      container, and the lab's traffic never leaves the bridges); an engine
+#      that cannot start fails the test with the daemon's error;
+#   3. `make lab`, then from inside each client: the leased address, the
+#      route through the tunnel, ping to the internet host, a 10 MiB HTTP
+#      download checked against /file.bin.sha256;
+#   4. restarts the server container, then kills the server's process: both
+#      clients must come back by themselves; kills a client's process: Docker
+#      must restart it and it must lease the same IPv4 address again;
+#   5. `make lab-down`, stops dockerd by its PID, puts back anything on the
+#      host that differs from before dockerd started (sysctls, iptables,
+#      docker0/br-* links), and checks the host state. Also on failure.
+#
+# Prints PASS/FAIL lines and ends with "N passed, M failed"; exits 1 if any
+# check failed. Logs: /tmp/4over6d-lab-test/ (removed when all passed).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+LOGS=/tmp/4over6d-lab-test
+WEB=198.51.100.20
+CLIENTS=(client1 client2)
+# Bounds, in seconds: each wait, and BUDGET for everything before the
+# cleanup (at most about 2 minutes more), so the whole script stays
+# under 10 minutes even when every step runs into its timeout.
+START_WAIT=30
+LAB_TIMEOUT=300
+RECOVER_WAIT=60
+BUDGET=450
+
+passed=0
+failed=0
+DOCKERD_PID=""
+LAB_UP=""
+HOST_SAVED=""
+
+pass() { printf 'PASS: %s\n' "$*"; passed=$((passed + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
+step() { printf '\n==> %s\n' "$*"; }
+# abort records a failure that makes the remaining checks pointless.
+abort() {
+	fail "$*"
+	exit 1
+}
+
+# limit sets T to $1 or the seconds left of BUDGET, whichever is less, and
+# aborts once the budget is spent.
+limit() {
+	T=$((BUDGET - SECONDS))
+	((T > $1)) && T=$1
+	((T > 0)) || abort "time budget of ${BUDGET}s spent"
+}
+
+lab() { ./deploy/docker/lab.sh "$@"; }
+cid() { lab compose ps -q "$1" 2>/dev/null; }
+# in_ctr runs a command in a container, bounded in time.
+in_ctr() {
+	local c=$1 T
+	shift
+	limit 60
+	timeout "$T" docker exec "$c" "$@"
+}
+# lease prints the IPv4 address on the client's TUN, or nothing.
+lease() {
+	local out
+	out=$(timeout 10 docker exec "$1" ip -4 -o addr show dev 4over6c 2>/dev/null) || return 0
+	out=${out#*inet }
+	printf '%s\n' "${out%%/*}"
+}
+restarts() { docker inspect -f '{{.RestartCount}}' "$1" 2>/dev/null; }
+# main_pid prints the host PID of the container's main process: the child
+# of docker-init (init: true), found through /proc so no ps is needed.
+main_pid() {
+	local init f line rest
+	init=$(docker inspect -f '{{.State.Pid}}' "$1") || return 1
+	for f in /proc/[0-9]*/stat; do
+		read -r line <"$f" 2>/dev/null || continue
+		rest=${line##*) }
+		rest=${rest#* }
+		if [[ ${rest%% *} == "$init" ]]; then
+			f=${f#/proc/}
+			printf '%s\n' "${f%/stat}"
+			return 0
+		fi
+	done
+	return 1
+}
+# tunnel_ok reports whether a client reaches the internet host through the
+# tunnel right now.
+tunnel_ok() { timeout 5 docker exec "$1" ping -c 1 -W 2 "$WEB" >/dev/null 2>&1; }
+# all_back waits until every client reaches the internet host, up to
+# RECOVER_WAIT seconds.
+all_back() {
+	local c ok T deadline
+	limit "$RECOVER_WAIT"
+	deadline=$((SECONDS + T))
+	while ((SECONDS < deadline)); do
+		ok=0
+		for c in "${CLIENTS[@]}"; do
+			tunnel_ok "$(cid "$c")" && ok=$((ok + 1))
+		done
+		((ok == ${#CLIENTS[@]})) && return 0
+		sleep 1
+	done
+	return 1
+}
+# http_get prints the body of a GET to the host's loopback port, using
+# bash's /dev/tcp so the host needs no curl.
+http_get() {
+	local host=$1 port=$2 path=$3
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$2" "$0" >&3 && cat <&3' "$host" "$port" "$path" 2>/dev/null
+}
+
+# --- host state: saved before dockerd starts, put back after it stopped ---
+
+SYSCTLS=(net/ipv4/ip_forward net/ipv6/conf/all/forwarding net/ipv6/conf/default/forwarding
+	net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables)
+
+# links lists the network interfaces dockerd may create and leave behind.
+links() {
+	local l
+	for l in /sys/class/net/*; do
+		l=${l##*/}
+		[[ $l =~ ^(docker0|br-[0-9a-f]{12}|veth[0-9a-f]{7})$ ]] && printf '%s\n' "$l"
+	done
+	return 0
+}
+rules() {
+	command -v "$1" >/dev/null 2>&1 || return 0
+	"$1" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'
+}
+
+save_host() {
+	mkdir -p "$LOGS/host"
+	local s
+	for s in "${SYSCTLS[@]}"; do
+		[[ -r /proc/sys/$s ]] && cat "/proc/sys/$s" >"$LOGS/host/${s//\//.}"
+	done
+	links >"$LOGS/host/links"
+	rules iptables-save >"$LOGS/host/iptables"
+	rules ip6tables-save >"$LOGS/host/ip6tables"
+	HOST_SAVED=1
+}
+
+# restore_rules puts back the iptables tables dockerd changed: tables that
+# existed are restored from the saved dump; tables it created are emptied
+# and, with the nf_tables backend, deleted.
+restore_rules() {
+	local save=$1 restore=$2 cmd=$3 family=$4 saved=$5 t c
+	[[ $(rules "$save") == "$(cat "$saved")" ]] && return 0
+	echo "restoring $cmd rules changed while dockerd ran"
+	[[ -s $saved ]] && "$restore" <"$saved"
+	for t in $(rules "$save" | sed -n 's/^\*//p'); do
+		grep -qx "\*$t" "$saved" && continue
+		"$cmd" -t "$t" -F
+		"$cmd" -t "$t" -X
+		for c in $("$cmd" -t "$t" -S | sed -n 's/^-P \([A-Z]*\) .*/\1/p'); do
+			"$cmd" -t "$t" -P "$c" ACCEPT
+		done
+		if [[ $("$cmd" -V) == *nf_tables* ]] && command -v nft >/dev/null 2>&1; then
+			nft delete table "$family" "$t"
+		fi
+	done
+}
+
+restore_host() {
+	local s want l
+	for s in "${SYSCTLS[@]}"; do
+		[[ -r $LOGS/host/${s//\//.} && -w /proc/sys/$s ]] || continue
+		want=$(cat "$LOGS/host/${s//\//.}")
+		if [[ $(cat "/proc/sys/$s") != "$want" ]]; then
+			echo "restoring ${s//\//.} = $want"
+			echo "$want" >"/proc/sys/$s"
+		fi
+	done
+	restore_rules iptables-save iptables-restore iptables ip "$LOGS/host/iptables"
+	restore_rules ip6tables-save ip6tables-restore ip6tables ip6 "$LOGS/host/ip6tables"
+	for l in $(links); do
+		grep -qx "$l" "$LOGS/host/links" && continue
+		echo "deleting link $l left by dockerd"
+		ip link delete "$l" 2>/dev/null || true
+	done
+}
+
+# check_host compares the host with the saved state.
+check_host() {
+	local s diffs=()
+	for s in "${SYSCTLS[@]}"; do
+		[[ -r $LOGS/host/${s//\//.} ]] || continue
+		[[ $(cat "/proc/sys/$s") == "$(cat "$LOGS/host/${s//\//.}")" ]] || diffs+=("${s//\//.}")
+	done
+	[[ $(links) == "$(cat "$LOGS/host/links")" ]] || diffs+=("links $(links | tr '\n' ' ')")
+	[[ $(rules iptables-save) == "$(cat "$LOGS/host/iptables")" ]] || diffs+=(iptables)
+	[[ $(rules ip6tables-save) == "$(cat "$LOGS/host/ip6tables")" ]] || diffs+=(ip6tables)
+	if ((${#diffs[@]} == 0)); then
+		pass "host state as before dockerd started (ip_forward=$(cat /proc/sys/net/ipv4/ip_forward), iptables, no docker0/br-*/veth* links)"
+	else
+		fail "host state differs after cleanup: ${diffs[*]}"
+	fi
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -n $LAB_UP ]]; then
+		step "cleaning up the lab"
+		((failed > 0)) && timeout 30 ./deploy/docker/lab.sh compose logs --no-color >"$LOGS/compose.log" 2>&1
+		timeout 60 ./deploy/docker/lab.sh down >/dev/null 2>&1 || echo "lab down failed" >&2
+	fi
+	if [[ -n $DOCKERD_PID ]]; then
+		step "stopping dockerd (PID $DOCKERD_PID)"
+		kill -TERM "$DOCKERD_PID" 2>/dev/null
+		local i
+		for ((i = 0; i < 60; i++)); do
+			kill -0 "$DOCKERD_PID" 2>/dev/null || break
+			sleep 0.5
+		done
+		if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+			kill -KILL "$DOCKERD_PID" 2>/dev/null
+			fail "dockerd did not stop within 30s of SIGTERM; killed"
+		else
+			pass "dockerd stopped"
+		fi
+	fi
+	if [[ -n $HOST_SAVED ]]; then
+		restore_host
+		check_host
+	fi
+	((failed > 0 || rc != 0)) && echo "logs: $LOGS"
+	((failed == 0 && rc == 0)) && rm -rf "$LOGS"
+	echo
+	echo "$passed passed, $failed failed ($SECONDS s)"
+	((failed > 0)) && exit 1
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
+# --- 1. Docker ---
+
+step "Docker"
+have_compose() { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }
+pkgs=()
+command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io containerd runc iptables)
+command -v docker >/dev/null 2>&1 || [[ " ${pkgs[*]} " == *" docker.io "* ]] || pkgs+=(docker.io)
+have_compose || pkgs+=(docker-compose)
+command -v make >/dev/null 2>&1 || pkgs+=(make)
+if ((${#pkgs[@]})); then
+	command -v apt-get >/dev/null 2>&1 || abort "Docker is missing and there is no apt-get to install it"
+	echo "installing: ${pkgs[*]}"
+	guard=""
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		# Keep the packages from starting dockerd with its default options.
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		guard=1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	limit 240
+	timeout "$T" apt-get update -qq >"$LOGS/apt.log" 2>&1 &&
+		timeout "$T" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$LOGS/apt.log" 2>&1
+	apt_rc=$?
+	[[ -n $guard ]] && rm -f /usr/sbin/policy-rc.d
+	if ((apt_rc != 0)); then
+		tail -n 20 "$LOGS/apt.log"
+		abort "apt-get install ${pkgs[*]} failed (exit $apt_rc)"
+	fi
+	pass "installed ${pkgs[*]} from Debian packages"
+fi
+
+if timeout 10 docker info >/dev/null 2>&1; then
+	echo "a Docker engine is already running: using it as it is (not stopped, host state not checked)"
+else
+	save_host
+	echo "starting dockerd, log $LOGS/dockerd.log"
+	setsid dockerd --storage-driver=overlay2 --iptables=false --ip-forward=false --bridge=none \
+		>"$LOGS/dockerd.log" 2>&1 </dev/null &
+	DOCKERD_PID=$!
+	for ((i = 0; i < START_WAIT * 5; i++)); do
+		timeout 5 docker info >/dev/null 2>&1 && break
+		kill -0 "$DOCKERD_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	if ! timeout 5 docker info >/dev/null 2>&1; then
+		echo "--- dockerd log (last 30 lines)"
+		tail -n 30 "$LOGS/dockerd.log"
+		how="exited"
+		kill -0 "$DOCKERD_PID" 2>/dev/null && how="no answer within ${START_WAIT}s" || DOCKERD_PID=""
+		abort "the Docker engine did not start ($how): $(grep -E 'level=(error|fatal)|failed to start' "$LOGS/dockerd.log" | tail -n 1)"
+	fi
+	# setsid may have forked: the daemon's own pidfile names the process.
+	[[ -r /var/run/docker.pid ]] && DOCKERD_PID=$(cat /var/run/docker.pid)
+	echo "dockerd PID $DOCKERD_PID; with --ip-forward=false, Docker's warnings that IPv4 forwarding is disabled are expected: the lab's traffic stays on its bridges"
+fi
+pass "Docker engine $(docker version -f '{{.Server.Version}}' 2>/dev/null) answers"
+
+# --- 2. the lab ---
+
+step "make lab"
+./deploy/docker/lab.sh down >/dev/null 2>&1 || true
+LAB_UP=1
+t0=$SECONDS
+limit "$LAB_TIMEOUT"
+if timeout "$T" make lab; then
+	pass "make lab: images built, 4 containers healthy ($((SECONDS - t0))s)"
+else
+	abort "make lab failed after $((SECONDS - t0))s (limit ${T}s): see its output above"
+fi
+server=$(cid server)
+[[ -n $server ]] || abort "no server container"
+
+step "admin endpoint"
+port=$(docker port "$server" 9604/tcp 2>/dev/null)
+if [[ $port == "127.0.0.1:9604" ]]; then
+	pass "admin port published on the host's loopback only ($port)"
+else
+	fail "admin port published as '${port//$'\n'/ }', want 127.0.0.1:9604 only"
+fi
+if [[ $(http_get 127.0.0.1 9604 /healthz) == *ok* ]]; then
+	pass "GET http://127.0.0.1:9604/healthz from the host answers ok"
+else
+	fail "GET http://127.0.0.1:9604/healthz from the host failed"
+fi
+if http_get 198.51.100.1 9604 /healthz >/dev/null; then
+	fail "the admin port answers on the host's address 198.51.100.1, not only on loopback"
+else
+	pass "the admin port is closed on the host's non-loopback address 198.51.100.1"
+fi
+
+# --- 3. traffic through the tunnel ---
+
+declare -A leased
+for c in "${CLIENTS[@]}"; do
+	step "$c"
+	id=$(cid "$c")
+	leased[$c]=$(lease "$id")
+	route=$(in_ctr "$id" ip route get "$WEB" 2>&1)
+	if [[ -n ${leased[$c]} && $route == *"dev 4over6c"* ]]; then
+		pass "$c leased ${leased[$c]} and routes $WEB through the tunnel"
+	else
+		fail "$c: lease '${leased[$c]}', route to $WEB: $route"
+	fi
+	if in_ctr "$id" ping -c 1 -W 2 -I eth0 "$WEB" >/dev/null 2>&1; then
+		fail "$c reaches $WEB outside the tunnel (ping -I eth0)"
+	else
+		pass "$c cannot reach $WEB outside the tunnel (ping -I eth0)"
+	fi
+	if in_ctr "$id" ping -c 3 -W 2 "$WEB"; then
+		pass "$c: ping $WEB through the tunnel"
+	else
+		fail "$c: ping $WEB through the tunnel"
+	fi
+	page=$(in_ctr "$id" wget -q -O - "http://$WEB/" 2>&1)
+	if [[ $page == *"You are 198.51.100.10:"* ]]; then
+		pass "$c: the internet host sees the request from the server's v4net address 198.51.100.10 (NAT out of v4net)"
+	else
+		fail "$c: the page from $WEB: ${page:-nothing}"
+	fi
+	t0=$SECONDS
+	got=$(in_ctr "$id" sh -c "wget -q -O - http://$WEB/file.bin | sha256sum" 2>&1)
+	want=$(in_ctr "$id" wget -q -O - "http://$WEB/file.bin.sha256" 2>&1)
+	got=${got%% *} want=${want%% *}
+	if [[ ${#want} -eq 64 && $got == "$want" ]]; then
+		pass "$c: /file.bin (10 MiB) over HTTP in $((SECONDS - t0))s, sha256 $got matches"
+	else
+		fail "$c: /file.bin sha256 '$got', /file.bin.sha256 says '$want'"
+	fi
+done
+
+step "server status"
+limit 20
+status=$(timeout "$T" ./deploy/docker/lab.sh compose exec -T server 4over6d status -admin 127.0.0.1:9604 2>&1)
+printf '%s\n' "$status"
+if [[ $status == *"sessions: ${#CLIENTS[@]}"* ]]; then
+	pass "4over6d status in the server container lists ${#CLIENTS[@]} sessions"
+else
+	fail "4over6d status does not list ${#CLIENTS[@]} sessions"
+fi
+
+# --- 4. supervision ---
+
+step "restart the server container"
+t0=$SECONDS
+limit 60
+if timeout "$T" docker restart -t 5 "$server" >/dev/null && all_back; then
+	pass "server container restarted: both clients reconnected by themselves ($((SECONDS - t0))s)"
+else
+	fail "after a server restart, the clients did not all reach $WEB within $((RECOVER_WAIT))s"
+fi
+
+step "kill the server's process"
+before=$(restarts "$server")
+pid=$(main_pid "$server")
+comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+if [[ $comm == 4over6d ]]; then
+	t0=$SECONDS
+	kill -KILL "$pid"
+	if all_back && (($(restarts "$server") > before)); then
+		pass "server process killed: Docker restarted it (restarts $before -> $(restarts "$server")), both clients back ($((SECONDS - t0))s)"
+	else
+		fail "server process killed: restarts $before -> $(restarts "$server"), clients not all back within ${RECOVER_WAIT}s"
+	fi
+else
+	fail "the server container's main process is '$comm' (PID $pid), not 4over6d"
+fi
+
+step "kill a client's process"
+c=client1
+id=$(cid "$c")
+addr=$(lease "$id")
+before=$(restarts "$id")
+pid=$(main_pid "$id")
+comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+if [[ $comm == 4over6c && -n $addr ]]; then
+	echo "$c has $addr; killing 4over6c (host PID $pid)"
+	t0=$SECONDS
+	kill -KILL "$pid"
+	limit "$RECOVER_WAIT"
+	deadline=$((SECONDS + T))
+	now=""
+	while ((SECONDS < deadline)); do
+		if (($(restarts "$id") > before)); then
+			now=$(lease "$id")
+			[[ -n $now ]] && tunnel_ok "$id" && break
+		fi
+		sleep 0.5
+	done
+	if [[ $now == "$addr" ]] && tunnel_ok "$id"; then
+		pass "$c process killed: Docker restarted it (restarts $before -> $(restarts "$id")) and it leased $now again ($((SECONDS - t0))s)"
+	else
+		fail "$c process killed: restarts $before -> $(restarts "$id"), address before $addr, after '${now}'"
+	fi
+else
+	fail "$c: main process '$comm' (PID $pid), address '$addr': cannot run the kill test"
+fi
+
+# --- 5. down ---
+
+step "make lab-down"
+((failed > 0)) && timeout 30 ./deploy/docker/lab.sh compose logs --no-color >"$LOGS/compose.log" 2>&1
+project=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$server" 2>/dev/null)
+limit 60
+if timeout "$T" make lab-down && [[ -n $project ]] &&
+	[[ -z $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]] &&
+	[[ -z $(docker network ls -q --filter "label=com.docker.compose.project=$project") ]]; then
+	LAB_UP=""
+	pass "make lab-down removed the lab's containers and networks"
+else
+	fail "make lab-down left containers or networks"
+fi
