@@ -23,7 +23,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	step "tearing down"
-	lab_cleanup
+	lab_cleanup || rc=1
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -43,7 +43,7 @@ cat "$WORK/server.log"
 
 for i in 1 2; do
 	step "starting 4over6c in client$i"
-	lab_start_client "$i" >/dev/null
+	lab_start_client "$i"
 done
 for i in 1 2; do
 	printf 'client%s leased: %s\n' "$i" "$(lab_wait_lease "$i")"

@@ -20,12 +20,22 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # lab_cleanup stops every process the lab started (by PID) and deletes the
-# namespaces it created, nothing else.
+# namespaces it created, nothing else. It fails if a process outlived
+# SIGTERM (it is then killed), so a leak cannot go unnoticed.
 lab_cleanup() {
+	local pid leaked=0
 	for pid in "${LAB_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${LAB_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	for pid in "${LAB_PIDS[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "process $pid survived SIGTERM; killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+			leaked=1
+		fi
+	done
 	for ns in "${LAB_CREATED[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-	echo "removed namespaces: ${LAB_CREATED[*]:-none}"
+	echo "stopped ${#LAB_PIDS[@]} processes; removed namespaces: ${LAB_CREATED[*]:-none}"
+	return "$leaked"
 }
 
 lab_build() {
@@ -67,26 +77,40 @@ lab_namespaces() {
 	done
 }
 
+# lab_stop_pid stops one process the lab started and forgets its PID, so
+# the final cleanup never signals a PID that the system has reused.
+lab_stop_pid() {
+	local pid=$1 keep=() p
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	for p in "${LAB_PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+	LAB_PIDS=("${keep[@]}")
+}
+
 # lab_start_web and lab_start_server run the internet host and 4over6d;
-# extra arguments go to 4over6d.
+# extra arguments go to 4over6d. Processes are started with `ip netns exec`
+# directly (not through a shell function), so $! is the PID of the program
+# itself (ip execs it) and stopping it by that PID works.
 lab_start_web() {
-	in_ns "$NS_INET" "$BIN/4over6-web" -listen 198.51.100.2:80 >"$WORK/web.log" 2>&1 &
+	ip netns exec "$NS_INET" "$BIN/4over6-web" -listen 198.51.100.2:80 >"$WORK/web.log" 2>&1 &
 	LAB_PIDS+=($!)
 }
 
 lab_start_server() {
-	in_ns "$NS_SERVER" "$BIN/4over6d" -listen '[::]:5678' -pool 192.0.2.0/24 -dns 198.51.100.53 "$@" >"$WORK/server.log" 2>&1 &
+	ip netns exec "$NS_SERVER" "$BIN/4over6d" -listen '[::]:5678' -pool 192.0.2.0/24 -dns 198.51.100.53 "$@" >"$WORK/server.log" 2>&1 &
 	LAB_PIDS+=($!)
 	for _ in $(seq 100); do grep -q "4over6d serving" "$WORK/server.log" && return 0; sleep 0.1; done
 	cat "$WORK/server.log" >&2
 	return 1
 }
 
-# lab_start_client i: runs 4over6c in client i and prints its PID.
+# lab_start_client i: runs 4over6c in client i; its PID is left in
+# LAB_LAST_PID (call it directly, not in a command substitution, which
+# would run it in a subshell).
 lab_start_client() {
-	in_ns "$(client_ns "$1")" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' >>"$WORK/client$1.log" 2>&1 &
+	ip netns exec "$(client_ns "$1")" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' >>"$WORK/client$1.log" 2>&1 &
+	LAB_LAST_PID=$!
 	LAB_PIDS+=($!)
-	echo $!
 }
 
 # lab_wait_lease i: waits for client i's TUN address and prints it.

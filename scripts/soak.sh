@@ -21,8 +21,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	step "tearing down"
-	for pid in "${CLIENT_PID[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	lab_cleanup
+	lab_cleanup || rc=1
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -40,7 +39,10 @@ lab_build
 lab_namespaces
 lab_start_web
 lab_start_server
-for i in $(seq "$LAB_CLIENTS"); do CLIENT_PID[$i]=$(lab_start_client "$i"); done
+for i in $(seq "$LAB_CLIENTS"); do
+	lab_start_client "$i"
+	CLIENT_PID[$i]=$LAB_LAST_PID
+done
 for i in $(seq "$LAB_CLIENTS"); do lab_wait_lease "$i" >/dev/null; done
 sleep 2
 start_sample=$(sample)
@@ -52,15 +54,19 @@ while ((SECONDS < end)); do
 	i=$((RANDOM % LAB_CLIENTS + 1))
 	case $((RANDOM % 4)) in
 	0) # a client leaves and comes back
-		kill -TERM "${CLIENT_PID[$i]}" 2>/dev/null || true
-		wait "${CLIENT_PID[$i]}" 2>/dev/null || true
-		CLIENT_PID[$i]=$(lab_start_client "$i")
+		lab_stop_pid "${CLIENT_PID[$i]}"
+		lab_start_client "$i"
+		CLIENT_PID[$i]=$LAB_LAST_PID
 		lab_wait_lease "$i" >/dev/null
 		restarts=$((restarts + 1)) ;;
 	1) in_ns "$(client_ns "$i")" ping -q -c 20 -i 0.05 -W 2 198.51.100.2 >/dev/null || failures=$((failures + 1)) ;;
 	*) in_ns "$(client_ns "$i")" curl -sS --max-time 30 -o /dev/null http://198.51.100.2/file.bin || failures=$((failures + 1)) ;;
 	esac
 	rounds=$((rounds + 1))
+done
+# Every client started must be running still, one per namespace.
+for i in $(seq "$LAB_CLIENTS"); do
+	kill -0 "${CLIENT_PID[$i]}" || { echo "client $i died" >&2; exit 1; }
 done
 # Let every client reconnect and the server settle before the last sample.
 for i in $(seq "$LAB_CLIENTS"); do lab_wait_lease "$i" >/dev/null; done

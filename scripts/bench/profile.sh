@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# CPU profiles of 4over6d and 4over6c with perf (4over6d exposes no pprof),
+# on the same topology as run.sh: a single-stream TCP upload and download
+# through the tunnel, a burst of session setups by cmd/4over6-load, and
+# the same number of sessions held idle.
+# Writes, per phase and process, `perf report` summaries (self time by
+# symbol, by shared object, and time including callees) and a summary of
+# the syscalls made (perf stat on syscall tracepoints: cheap, unlike
+# perf trace, which slows the tunnel tenfold), into the
+# output directory (default: a new temporary directory, printed at the end).
+#
+# usage: sudo scripts/bench/profile.sh [--time N] [--sessions N] [--out DIR] [--keep-data]
+#   --keep-data   keep the perf.data files for `perf report -i` with call graphs
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+T=8
+SESSIONS=5000
+OUT=
+KEEP_DATA=
+while (($#)); do
+	case $1 in
+	--time) T=$2; shift ;;
+	--sessions) SESSIONS=$2; shift ;;
+	--out) OUT=$2; shift ;;
+	--keep-data) KEEP_DATA=1 ;;
+	-h | --help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
+	*) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+
+source scripts/deps.sh
+source scripts/bench/lib.sh
+bench_traps
+bench_install iperf3:iperf3 jq:jq perf:linux-perf
+OUT=${OUT:-$(mktemp -d /tmp/4over6-profile.XXXXXX)}
+mkdir -p "$OUT"
+BIN=$BENCH_WORK/bin
+mkdir -p "$BIN"
+go build -o "$BIN/" ./cmd/4over6d ./cmd/4over6c ./cmd/4over6-load
+
+NS_C=b46c-$BENCH_ID NS_S=b46s-$BENCH_ID NS_I=b46i-$BENCH_ID
+for ns in "$NS_C" "$NS_S" "$NS_I"; do bench_ns_add "$ns"; done
+ip link add c6 netns "$NS_S" mtu 1600 type veth peer name eth6 netns "$NS_C" mtu 1600
+in_ns "$NS_S" ip addr add 2001:db8:1::1/64 dev c6 nodad
+in_ns "$NS_C" ip addr add 2001:db8:1::2/64 dev eth6 nodad
+ip link add inet4 netns "$NS_S" type veth peer name eth4 netns "$NS_I"
+in_ns "$NS_S" ip addr add 198.51.100.1/24 dev inet4
+in_ns "$NS_I" ip addr add 198.51.100.2/24 dev eth4
+for l in "$NS_S c6" "$NS_C eth6" "$NS_S inet4" "$NS_I eth4"; do in_ns ${l% *} ip link set ${l#* } up; done
+in_ns "$NS_S" ip route add default via 198.51.100.2
+wait_for 10 in_ns "$NS_C" ping -6 -c1 -W1 2001:db8:1::1
+
+bench_start iperf-inet "$NS_I" iperf3 -s -B 198.51.100.2
+bench_start 4over6d "$NS_S" "$BIN/4over6d" -listen '[2001:db8:1::1]:5678' -pool 100.64.0.0/18 -tun b46tun \
+	-dns 198.51.100.53 -nat inet4 -max-per-source 0
+wait_for 10 grep -q "4over6d serving" "$BENCH_WORK/4over6d.log"
+bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun
+wait_for 10 bash -c "ip netns exec $NS_C ip -4 -o addr show dev b46tun | grep -q inet"
+sleep 1
+
+SYSCALLS=raw_syscalls:sys_enter
+for sc in read write writev readv futex epoll_pwait nanosleep sched_yield getsockopt setsockopt accept4; do
+	SYSCALLS+=",syscalls:sys_enter_$sc"
+done
+
+# profile PHASE SECONDS CMD...: perf record both processes while CMD runs,
+# then summarise each.
+profile() {
+	local phase=$1 secs=$2
+	shift 2
+	local name pid perfs=()
+	for name in 4over6d 4over6c; do
+		pid_var=PID_$name
+		pid=${!pid_var}
+		perf record -q -F 999 -g -p "$pid" -o "$OUT/$phase-$name.data" -- sleep "$secs" 2>/dev/null &
+		perfs+=($!)
+		perf stat -e "$SYSCALLS" -p "$pid" -o "$OUT/$phase-$name.syscalls.txt" -- sleep "$secs" >/dev/null 2>&1 &
+		perfs+=($!)
+	done
+	sleep 0.3
+	"$@" >"$OUT/$phase.out" 2>&1 || true
+	for pid in "${perfs[@]}"; do wait "$pid" || true; done
+	for name in 4over6d 4over6c; do
+		perf report -q -i "$OUT/$phase-$name.data" --no-children --sort symbol --stdio -g none --percent-limit 1 \
+			>"$OUT/$phase-$name.symbols.txt" 2>/dev/null || true
+		perf report -q -i "$OUT/$phase-$name.data" --no-children --sort dso --stdio -g none \
+			>"$OUT/$phase-$name.dso.txt" 2>/dev/null || true
+		# Who pays: self time summed up the call chains, by the caller in our code.
+		perf report -q -i "$OUT/$phase-$name.data" --children --sort symbol --stdio -g none --percent-limit 3 \
+			>"$OUT/$phase-$name.children.txt" 2>/dev/null || true
+		[[ -n $KEEP_DATA ]] || rm -f "$OUT/$phase-$name.data"
+	done
+	say "$phase: $(tail -3 "$OUT/$phase.out" | tr '\n' ' ')"
+}
+
+say "profiling a TCP upload through the tunnel"
+profile tcp-up "$T" in_ns "$NS_C" iperf3 -c 198.51.100.2 -t $((T - 1))
+say "profiling a TCP download through the tunnel"
+profile tcp-down "$T" in_ns "$NS_C" iperf3 -c 198.51.100.2 -t $((T - 1)) -R
+say "profiling $SESSIONS session setups"
+profile setup 6 in_ns "$NS_C" "$BIN/4over6-load" -server '[2001:db8:1::1]:5678' -n "$SESSIONS" -duration 2s -concurrency 256
+say "profiling $SESSIONS idle sessions (heartbeats only) for 10 s"
+bench_start load-idle "$NS_C" "$BIN/4over6-load" -server '[2001:db8:1::1]:5678' -n "$SESSIONS" -duration 20s -concurrency 256
+wait_for 120 grep -q "setup done" "$BENCH_WORK/load-idle.log"
+sleep 3
+profile idle 10 sleep 9
+wait "$PID_load_idle" || true
+echo "profiles in $OUT" >&2
+ls "$OUT" >&2

@@ -1,0 +1,136 @@
+// Command report turns the raw results of scripts/bench/run.sh and
+// scripts/bench/scale.sh into the generated sections of
+// docs/performance.md (and, for run.sh, a PNG bar chart drawn with
+// gnuplot). It only rewrites the text between its own markers, so the rest
+// of the document (other sections, the hand-written analysis) is kept.
+//
+//	go run ./scripts/bench/report bench -dir WORKDIR [-cases LIST] [-check] [-md FILE] [-png FILE]
+//	go run ./scripts/bench/report scale -json FILE [-md FILE]
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: report bench|scale [flags]")
+	}
+	switch args[0] {
+	case "bench":
+		return runBench(args[1:], stdout)
+	case "scale":
+		return runScale(args[1:], stdout)
+	}
+	return fmt.Errorf("unknown mode %q (bench or scale)", args[0])
+}
+
+// machine is machine.json, written by lib.sh's machine_json and completed by
+// the scripts.
+type machine struct {
+	Date        string `json:"date"`
+	Commit      string `json:"commit"`
+	Dirty       bool   `json:"dirty"`
+	CPU         string `json:"cpu"`
+	NProc       int    `json:"nproc"`
+	Kernel      string `json:"kernel"`
+	Go          string `json:"go"`
+	LoadBefore  string `json:"load_before"`
+	LoadAfter   string `json:"load_after"`
+	Seconds     int    `json:"seconds"`
+	Pings       int    `json:"pings"`
+	IPerf3      string `json:"iperf3"`
+	OpenVPN     string `json:"openvpn"`
+	WireGuardGo string `json:"wireguard_go"`
+}
+
+func (m machine) describe() string {
+	commit := m.Commit
+	if m.Dirty {
+		commit += " plus uncommitted changes"
+	}
+	return fmt.Sprintf("%s, commit %s; %d × %s, Linux %s, %s; load average %s before, %s after",
+		m.Date, commit, m.NProc, m.CPU, m.Kernel, m.Go, m.LoadBefore, m.LoadAfter)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// replaceSection writes body between the markers of section in the
+// Markdown file, appending the section if the file has no such markers and
+// creating the file if needed.
+func replaceSection(path, section, body string) error {
+	begin := fmt.Sprintf("<!-- BEGIN %s: generated, do not edit by hand -->", section)
+	end := fmt.Sprintf("<!-- END %s -->", section)
+	old, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		old = []byte("# Performance\n")
+	} else if err != nil {
+		return err
+	}
+	block := begin + "\n" + strings.TrimSpace(body) + "\n" + end
+	var out []byte
+	i := bytes.Index(old, []byte(begin))
+	j := bytes.Index(old, []byte(end))
+	switch {
+	case i >= 0 && j > i:
+		out = append(out, old[:i]...)
+		out = append(out, block...)
+		out = append(out, old[j+len(end):]...)
+	case i >= 0 || j >= 0:
+		return fmt.Errorf("%s: unbalanced markers for %s", path, section)
+	default:
+		out = append(bytes.TrimRight(old, "\n"), "\n\n"...)
+		out = append(out, block...)
+		out = append(out, '\n')
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ratio formats a/b as "1.23×", or "–" when either is missing.
+func ratio(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func num(v float64, format string) string {
+	if v <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Data-path benchmark: 4over6d + 4over6c against the carrier (no tunnel),
+# OpenVPN 2.6 over TCP/IPv6 and wireguard-go, one case after the other on
+# one namespace topology, in one run:
+#
+#   client (IPv6 only) ── 2001:db8:1::/64, MTU 1600 ── server (IPv6+IPv4) ── 198.51.100.0/24 ── internet (IPv4 only)
+#   2001:db8:1::2                                      2001:db8:1::1, 198.51.100.1                 198.51.100.2 (iperf3 -s)
+#
+# Every tunnel leases 192.0.2.0/24 (server side 192.0.2.1) with an inner
+# MTU of 1500 and is NATed out of the server towards the internet host.
+# The client-server link has MTU 1600 so that wireguard (80 bytes of
+# overhead) carries 1500-byte inner packets unfragmented like the others.
+#
+# Per case: ping RTT p50/p99 over 200 pings at 10 ms (to the server's inner
+# address, and to the internet host), iperf3 TCP single stream upload and
+# download (each run --repeat times, median reported), 4 parallel streams (upload), UDP with 1400-byte datagrams at max
+# rate (received packets/s, loss), and the CPU seconds of the tunnel
+# processes per GB moved (utime+stime from /proc/PID/stat).
+#
+# usage: sudo scripts/bench/run.sh [--time N] [--smoke] [--cases LIST] [--no-doc] [--keep]
+#   --time N      seconds per iperf3 test (default 10)
+#   --repeat N    runs of the single-stream TCP tests, the median is reported (default 3)
+#   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number
+#   --cases LIST  comma list of carrier,4over6,openvpn,wireguard (default all)
+#   --no-doc      print the tables only; do not touch docs/performance.md or the PNG
+#   --keep        keep the work directory (logs, iperf3 JSON) for inspection
+#
+# It installs what it needs with apt (iperf3, openvpn, wireguard-tools,
+# gnuplot-nox, openssl, jq) and builds wireguard-go from its Go module into
+# a temporary directory (never into this module's go.mod). Everything it
+# creates (namespaces, processes, TUNs, nftables tables, sockets, files) is
+# removed on exit, also on failure or Ctrl-C. Documentation addresses only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+T=10
+REPEAT=3
+PINGS=200
+SMOKE=
+CASES=carrier,4over6,openvpn,wireguard
+DOC=1
+while (($#)); do
+	case $1 in
+	--time) T=$2; shift ;;
+	--smoke) SMOKE=1 T=1 PINGS=20 REPEAT=1 DOC= ;;
+	--repeat) REPEAT=$2; shift ;;
+	--cases) CASES=$2; shift ;;
+	--no-doc) DOC= ;;
+	--keep) BENCH_KEEP_WORK=1 ;;
+	-h | --help) sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//;/^set -e/d'; exit 0 ;;
+	*) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+[[ $T =~ ^[0-9]+$ ]] && ((T >= 1 && T <= 120)) || { echo "--time must be 1..120" >&2; exit 2; }
+[[ $REPEAT =~ ^[0-9]+$ ]] && ((REPEAT >= 1 && REPEAT <= 9)) || { echo "--repeat must be 1..9" >&2; exit 2; }
+[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+
+source scripts/deps.sh
+source scripts/bench/lib.sh
+bench_traps
+has_case() { [[ ,$CASES, == *,$1,* ]]; }
+
+bench_install iperf3:iperf3 jq:jq
+has_case openvpn && bench_install openvpn:openvpn openssl:openssl
+has_case wireguard && bench_install wg:wireguard-tools
+[[ -n $DOC ]] && bench_install gnuplot:gnuplot-nox
+
+BIN=$BENCH_WORK/bin
+RES=$BENCH_WORK/results.jsonl
+: >"$RES"
+HZ=$(getconf CLK_TCK)
+machine_json >"$BENCH_WORK/machine.json"
+
+say "building 4over6d and 4over6c (go build, no -race)$(has_case wireguard && echo ', installing wireguard-go')"
+mkdir -p "$BIN"
+go build -o "$BIN/" ./cmd/4over6d ./cmd/4over6c
+if has_case wireguard; then
+	# go install in a temporary module-less directory: wireguard-go never
+	# enters this project's go.mod.
+	# Without the module proxy, fall back to the newest version already in
+	# the module cache (it was verified when it was first downloaded).
+	(cd "$BENCH_WORK" && GOBIN=$BIN GOFLAGS= go install golang.zx2c4.com/wireguard@latest) ||
+		(cd "$BENCH_WORK" && GOBIN=$BIN GOFLAGS= GOSUMDB=off GOPROXY="file://$(go env GOMODCACHE)/cache/download" \
+			go install golang.zx2c4.com/wireguard@latest)
+	mv "$BIN/wireguard" "$BIN/wireguard-go"
+fi
+
+NS_C=b46c-$BENCH_ID NS_S=b46s-$BENCH_ID NS_I=b46i-$BENCH_ID
+say "topology: $NS_C (client, IPv6 only) - $NS_S (server) - $NS_I (internet, IPv4 only)"
+for ns in "$NS_C" "$NS_S" "$NS_I"; do bench_ns_add "$ns"; done
+ip link add c6 netns "$NS_S" mtu 1600 type veth peer name eth6 netns "$NS_C" mtu 1600
+in_ns "$NS_S" ip addr add 2001:db8:1::1/64 dev c6 nodad
+in_ns "$NS_C" ip addr add 2001:db8:1::2/64 dev eth6 nodad
+ip link add inet4 netns "$NS_S" type veth peer name eth4 netns "$NS_I"
+in_ns "$NS_S" ip addr add 198.51.100.1/24 dev inet4
+in_ns "$NS_I" ip addr add 198.51.100.2/24 dev eth4
+for l in "$NS_S c6" "$NS_C eth6" "$NS_S inet4" "$NS_I eth4"; do in_ns ${l% *} ip link set ${l#* } up; done
+in_ns "$NS_S" ip route add default via 198.51.100.2
+in_ns "$NS_S" sysctl -qw net.ipv4.ip_forward=1
+in_ns "$NS_C" sysctl -qw net.ipv6.conf.all.forwarding=0
+in_ns "$NS_I" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+
+bench_start iperf-server "$NS_S" iperf3 -s -B 2001:db8:1::1
+bench_start iperf-inet "$NS_I" iperf3 -s -B 198.51.100.2
+wait_for 10 in_ns "$NS_C" ping -6 -c1 -W1 2001:db8:1::1
+wait_for 10 in_ns "$NS_S" ping -c1 -W1 198.51.100.2
+sleep 0.5 # iperf3 servers listening
+
+TUNNEL_PIDS=()
+# iperf CASE METRIC NS DST [iperf3 args]: one iperf3 test, one JSON line in $RES.
+iperf() {
+	local case=$1 metric=$2 ns=$3 dst=$4
+	shift 4
+	local out=$BENCH_WORK/$case-$metric.json t0=0 t1=0 rc=0
+	((${#TUNNEL_PIDS[@]})) && t0=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+	in_ns "$ns" timeout $((T + 30)) iperf3 -c "$dst" -t "$T" -J "$@" >"$out.raw" 2>&1 || rc=$?
+	# iperf3 may print a warning line before its JSON (e.g. a UDP block larger than the MSS).
+	sed -n '/^{/,$p' "$out.raw" >"$out"
+	((${#TUNNEL_PIDS[@]})) && t1=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+	local cpu=null
+	((${#TUNNEL_PIDS[@]})) && cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b-a)/hz}')
+	if ((rc != 0)) || ! jq -e '.end' "$out" >/dev/null 2>&1; then
+		echo "   $case $metric: iperf3 failed (exit $rc): $(jq -r '.error // empty' "$out" 2>/dev/null || tail -1 "$out")" >&2
+		jq -nc --arg c "$case" --arg m "$metric" '{case:$c, metric:$m, error:true}' >>"$RES"
+		return 0
+	fi
+	jq -c --arg c "$case" --arg m "$metric" --argjson cpu "$cpu" '
+		if .start.test_start.protocol == "UDP" then
+			(.end.sum_received // .end.sum) as $r |
+			{case:$c, metric:$m, mbit:($r.bits_per_second/1e6), bytes:$r.bytes, seconds:$r.seconds,
+			 sent_packets:(.end.sum_sent.packets // .end.sum.packets), packets:($r.packets - ($r.lost_packets // 0)),
+			 lost:($r.lost_packets // 0), loss_pct:($r.lost_percent // 0),
+			 pps:(($r.packets - ($r.lost_packets // 0)) / $r.seconds), cpu_s:$cpu}
+		else
+			{case:$c, metric:$m, mbit:(.end.sum_received.bits_per_second/1e6), bytes:.end.sum_received.bytes,
+			 seconds:.end.sum_received.seconds, retransmits:(.end.sum_sent.retransmits // 0), cpu_s:$cpu}
+		end' "$out" >>"$RES"
+	jq -r 'select(.metric=="'"$metric"'" and .case=="'"$case"'") |
+		"   \(.case) \(.metric): \(.mbit|floor) Mbit/s" + (if .pps then ", \(.pps|floor) packets/s received, loss \(.loss_pct*10|round/10)%" else "" end) +
+		(if .cpu_s then ", tunnel CPU \(.cpu_s) s" else "" end)' "$RES" | tail -1 >&2
+}
+
+# pingstat CASE METRIC NS DST: RTT percentiles over $PINGS pings at 10 ms.
+pingstat() {
+	local case=$1 metric=$2 ns=$3 dst=$4 out=$BENCH_WORK/$1-$2.ping
+	in_ns "$ns" ping -n -c "$PINGS" -i 0.01 -W 1 "$dst" >"$out" 2>&1 || true
+	local n
+	n=$(grep -c 'time=' "$out" || true)
+	if ((n == 0)); then
+		echo "   $case $metric: no ping reply from $dst" >&2
+		jq -nc --arg c "$case" --arg m "$metric" '{case:$c, metric:$m, error:true}' >>"$RES"
+		return 0
+	fi
+	sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$out" | sort -g | awk -v c="$case" -v m="$metric" -v sent="$PINGS" '
+		{ v[NR] = $1 * 1000 }
+		function rank(p,   i) { i = int(p * NR + 0.5); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] }
+		END { printf "{\"case\":\"%s\",\"metric\":\"%s\",\"p50_us\":%.0f,\"p99_us\":%.0f,\"replies\":%d,\"sent\":%d}\n", c, m, rank(0.5), rank(0.99), NR, sent }' >>"$RES"
+	jq -r 'select(.metric=="'"$metric"'" and .case=="'"$case"'") | "   \(.case) \(.metric): p50 \(.p50_us) us, p99 \(.p99_us) us (\(.replies)/\(.sent) replies)"' "$RES" | tail -1 >&2
+}
+
+# measure CASE NS DST PING_SERVER [PING_INTERNET]: the whole set of one case.
+measure() {
+	local case=$1 ns=$2 dst=$3
+	# Warm up (neighbour entries, first-packet paths) before the idle RTT.
+	in_ns "$ns" ping -n -q -c 20 -i 0.05 -W 1 "$4" >/dev/null 2>&1 || true
+	pingstat "$case" ping_server "$ns" "$4"
+	[[ -n ${5:-} ]] && pingstat "$case" ping_internet "$ns" "$5"
+	local r
+	for ((r = 1; r <= REPEAT; r++)); do
+		iperf "$case" tcp_up "$ns" "$dst"
+		iperf "$case" tcp_down "$ns" "$dst" -R
+	done
+	iperf "$case" tcp_p4 "$ns" "$dst" -P 4
+	iperf "$case" udp "$ns" "$dst" -u -b 0 -l 1400
+}
+
+# NAT for the OpenVPN and wireguard cases (4over6d installs its own).
+nat_on() {
+	in_ns "$NS_S" nft -f - <<-EOF
+		table ip bench46 {
+			chain post { type nat hook postrouting priority srcnat; ip saddr 192.0.2.0/24 oifname "inet4" masquerade; }
+		}
+	EOF
+}
+nat_off() { in_ns "$NS_S" nft delete table ip bench46 2>/dev/null || true; }
+listening() { in_ns "$1" ss -Htln "sport = :$2" | grep -q .; }
+has_inet_addr() { in_ns "$1" ip -4 -o addr show dev "$2" | grep -q inet; }
+
+if has_case carrier; then
+	say "carrier: plain IPv6 client->server, plain IPv4 server->internet"
+	TUNNEL_PIDS=()
+	measure carrier-v6 "$NS_C" 2001:db8:1::1 2001:db8:1::1
+	measure carrier-v4 "$NS_S" 198.51.100.2 198.51.100.2
+fi
+
+if has_case 4over6; then
+	say "4over6d + 4over6c"
+	bench_start 4over6d "$NS_S" "$BIN/4over6d" -listen '[2001:db8:1::1]:5678' -pool 192.0.2.0/24 -tun b46tun \
+		-dns 198.51.100.53 -nat inet4
+	wait_for 10 grep -q "4over6d serving" "$BENCH_WORK/4over6d.log" || { cat "$BENCH_WORK/4over6d.log"; exit 1; }
+	bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun
+	wait_for 10 has_inet_addr "$NS_C" b46tun || { cat "$BENCH_WORK/4over6c.log"; exit 1; }
+	TUNNEL_PIDS=("$PID_4over6d" "$PID_4over6c")
+	measure 4over6 "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	bench_stop "$PID_4over6c" "$PID_4over6d"
+fi
+
+if has_case openvpn; then
+	say "OpenVPN $(openvpn --version | awk 'NR==1 {print $2}') over TCP/IPv6, no encryption"
+	pki=$BENCH_WORK/pki
+	mkdir -p "$pki"
+	(
+		cd "$pki"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+			-keyout ca.key -out ca.crt 2>/dev/null
+		for who in server client; do
+			eku=serverAuth
+			[[ $who == client ]] && eku=clientAuth
+			openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=bench-$who" \
+				-keyout "$who.key" -out "$who.csr" 2>/dev/null
+			printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\nextendedKeyUsage=%s\n' "$eku" >"$who.ext"
+			openssl x509 -req -in "$who.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+				-extfile "$who.ext" -out "$who.crt" 2>/dev/null
+		done
+	)
+	common="dev-type tun
+ca $pki/ca.crt
+data-ciphers none
+cipher none
+auth none
+reneg-bytes 0
+reneg-sec 0
+disable-dco
+tun-mtu 1500
+verb 3"
+	cat >"$BENCH_WORK/ovpn-server.conf" <<-EOF
+		dev b46ovs
+		proto tcp6-server
+		local 2001:db8:1::1
+		port 1194
+		topology subnet
+		server 192.0.2.0 255.255.255.0
+		push "route 198.51.100.0 255.255.255.0"
+		cert $pki/server.crt
+		key $pki/server.key
+		dh none
+		keepalive 10 60
+		$common
+	EOF
+	cat >"$BENCH_WORK/ovpn-client.conf" <<-EOF
+		client
+		dev b46ovc
+		proto tcp6-client
+		remote 2001:db8:1::1 1194
+		nobind
+		remote-cert-tls server
+		cert $pki/client.crt
+		key $pki/client.key
+		$common
+	EOF
+	nat_on
+	bench_start openvpn-server "$NS_S" openvpn --config "$BENCH_WORK/ovpn-server.conf"
+	wait_for 10 listening "$NS_S" 1194 || { cat "$BENCH_WORK/openvpn-server.log"; exit 1; }
+	bench_start openvpn-client "$NS_C" openvpn --config "$BENCH_WORK/ovpn-client.conf"
+	wait_for 20 grep -q "Initialization Sequence Completed" "$BENCH_WORK/openvpn-client.log" ||
+		{ tail -20 "$BENCH_WORK/openvpn-server.log" "$BENCH_WORK/openvpn-client.log"; exit 1; }
+	TUNNEL_PIDS=("$PID_openvpn_server" "$PID_openvpn_client")
+	measure openvpn "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	bench_stop "$PID_openvpn_client" "$PID_openvpn_server"
+	nat_off
+fi
+
+if has_case wireguard; then
+	wgs=b46w${BENCH_ID}s wgc=b46w${BENCH_ID}c
+	say "wireguard-go $("$BIN/wireguard-go" --version 2>/dev/null | awk '{print $2; exit}') over IPv6 ($wgs, $wgc)"
+	BENCH_FILES+=("/var/run/wireguard/$wgs.sock" "/var/run/wireguard/$wgc.sock")
+	(umask 077 && wg genkey >"$BENCH_WORK/wgs.key" && wg genkey >"$BENCH_WORK/wgc.key")
+	wg pubkey <"$BENCH_WORK/wgs.key" >"$BENCH_WORK/wgs.pub"
+	wg pubkey <"$BENCH_WORK/wgc.key" >"$BENCH_WORK/wgc.pub"
+	nat_on
+	# Distinct interface names give each side its own UAPI socket in the
+	# shared /var/run/wireguard.
+	bench_start wireguard-server "$NS_S" "$BIN/wireguard-go" -f "$wgs"
+	bench_start wireguard-client "$NS_C" "$BIN/wireguard-go" -f "$wgc"
+	wait_for 10 test -S "/var/run/wireguard/$wgs.sock" || { cat "$BENCH_WORK/wireguard-server.log"; exit 1; }
+	wait_for 10 test -S "/var/run/wireguard/$wgc.sock" || { cat "$BENCH_WORK/wireguard-client.log"; exit 1; }
+	in_ns "$NS_S" wg set "$wgs" listen-port 51820 private-key "$BENCH_WORK/wgs.key" \
+		peer "$(cat "$BENCH_WORK/wgc.pub")" allowed-ips 192.0.2.2/32
+	in_ns "$NS_C" wg set "$wgc" private-key "$BENCH_WORK/wgc.key" \
+		peer "$(cat "$BENCH_WORK/wgs.pub")" endpoint '[2001:db8:1::1]:51820' allowed-ips 0.0.0.0/0
+	in_ns "$NS_S" ip addr add 192.0.2.1/24 dev "$wgs"
+	in_ns "$NS_C" ip addr add 192.0.2.2/24 dev "$wgc"
+	in_ns "$NS_S" ip link set "$wgs" mtu 1500 up
+	in_ns "$NS_C" ip link set "$wgc" mtu 1500 up
+	in_ns "$NS_C" ip route add 198.51.100.0/24 dev "$wgc"
+	wait_for 10 in_ns "$NS_C" ping -c1 -W1 192.0.2.1 || { echo "wireguard tunnel does not pass traffic" >&2; exit 1; }
+	TUNNEL_PIDS=("$PID_wireguard_server" "$PID_wireguard_client")
+	measure wireguard "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	bench_stop "$PID_wireguard_client" "$PID_wireguard_server"
+	nat_off
+fi
+
+jq --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --argjson t "$T" --argjson pings "$PINGS" \
+	--arg iperf "$(iperf3 --version | awk 'NR==1 {print $2}')" \
+	--arg openvpn "$(command -v openvpn >/dev/null && openvpn --version | awk 'NR==1 {print $2}')" \
+	--arg wg "$([[ -x $BIN/wireguard-go ]] && "$BIN/wireguard-go" --version | awk '{print $2; exit}')" \
+	'. + {load_after:$load, seconds:$t, pings:$pings, iperf3:$iperf, openvpn:$openvpn, wireguard_go:$wg}' \
+	"$BENCH_WORK/machine.json" >"$BENCH_WORK/machine2.json"
+mv "$BENCH_WORK/machine2.json" "$BENCH_WORK/machine.json"
+
+say "results"
+args=(bench -dir "$BENCH_WORK" -cases "$CASES")
+[[ -n $SMOKE ]] && args+=(-check)
+[[ -n $DOC ]] && args+=(-md docs/performance.md -png docs/img/bench.png)
+go run ./scripts/bench/report "${args[@]}"
