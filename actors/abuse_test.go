@@ -113,3 +113,58 @@ func TestConnectionFlood(t *testing.T) {
 	late := h.connect()
 	h.awaitUplink(late, 1)
 }
+
+// gatedDevice holds every Write until the gate opens, like a TUN whose
+// kernel side cannot keep up.
+type gatedDevice struct {
+	*tuntest.Device
+	gate chan struct{}
+}
+
+func (d *gatedDevice) Write(bufs [][]byte) (int, error) {
+	<-d.gate
+	return d.Device.Write(bufs)
+}
+
+// A client that sends faster than the device accepts is slowed down by
+// TCP (its session stops reading) instead of filling the server's memory;
+// nothing it sent is lost once the device catches up.
+func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
+	dev := &gatedDevice{Device: tuntest.New("gated0", 1500), gate: make(chan struct{})}
+	opened := false
+	open := func() {
+		if !opened {
+			close(dev.gate)
+			opened = true
+		}
+	}
+	h := newHarness(t, func(c *Config) { c.Device = dev })
+	t.Cleanup(open) // the engine must be able to stop
+	c := h.connect()
+	const n = 20000
+	pkt := ping(c.addr, inetHost, 1)
+	var stream []byte
+	for range n {
+		stream = messages.AppendFrame(stream, messages.TypeDataRequest, pkt)
+	}
+	sent := make(chan error, 1)
+	go func() { _, err := c.conn.Write(stream); sent <- err }()
+
+	time.Sleep(300 * time.Millisecond)
+	// The budget (inflightBatches = 8 batches of up to 64 packets) plus
+	// the batch inside the stalled Write, rounded up.
+	const bound = 1024
+	if got := h.srv.Metrics().PacketsIn.Load(); got > bound {
+		t.Fatalf("with the device stalled the session took in %d packets; its budget allows %d", got, bound)
+	}
+	open()
+	if err := <-sent; err != nil {
+		t.Fatalf("client write: %v", err)
+	}
+	eventually(t, 10*time.Second, "every packet to reach the device", func() bool {
+		return h.srv.Metrics().PacketsIn.Load() == n
+	})
+	if d := h.srv.Metrics().Drops(DropNotIPv4) + h.srv.Metrics().Drops(DropTUNWrite); d != 0 {
+		t.Fatalf("%d packets dropped", d)
+	}
+}

@@ -36,6 +36,11 @@ const (
 	stateAssigned
 )
 
+// inflightBatches bounds each session's batches on their way to the TUN
+// (at most 64 packets each): enough to keep the device busy, small enough
+// that a flood from many clients cannot exhaust the server's memory.
+const inflightBatches = 8
+
 // leaseRetry is how long a session waits for the pool before asking again
 // (the pool may have crashed while holding the request).
 const leaseRetry = 2 * time.Second
@@ -53,6 +58,8 @@ type Session struct {
 	started time.Time
 	heard   time.Time
 	out     *outQueue
+	budget  messages.Budget // batches in flight to the TUN
+	done    chan struct{}   // closed at shutdown: unblocks a reader waiting for budget
 	io      sync.WaitGroup
 	closed  bool
 	// Per-packet drop logs are limited to one per dropLogEvery, with the
@@ -147,9 +154,10 @@ func (s *Session) start(ctx actor.Context) {
 	s.started = time.Now()
 	s.heard = s.started
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
+	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.io.Add(2)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	go readClient(s.conn, s.cfg.Metrics, sys, self, &s.io)
+	go readClient(s.conn, s.budget, s.done, s.cfg.Metrics, sys, self, &s.io)
 	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
 	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
@@ -329,6 +337,7 @@ func (s *Session) shutdown() {
 		stopTimer(t)
 	}
 	_ = s.conn.Close()
+	close(s.done)
 	close(s.out.ch)
 }
 

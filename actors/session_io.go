@@ -56,13 +56,27 @@ func (*connClosed) IgnoreDeadLetterLogging() {}
 // batched while more frames are already buffered and sent as soon as the
 // decoder would block, so a burst costs one actor message and a lone packet
 // is not delayed.
-func readClient(conn net.Conn, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
+//
+// Each batch takes a token of the session's budget first; with none left the
+// reader waits, the socket is not read, and TCP slows the client down.
+func readClient(conn net.Conn, budget messages.Budget, done <-chan struct{}, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
 	defer wg.Done()
-	reason, err := decodeLoop(conn, m, func(msg any) { sys.Root.Send(self, msg) })
+	send := func(msg any) bool {
+		if b, ok := msg.(*messages.FromClient); ok && !budget.Acquire(b, done) {
+			b.Release()
+			return false
+		}
+		sys.Root.Send(self, msg)
+		return true
+	}
+	reason, err := decodeLoop(conn, m, send)
 	sys.Root.Send(self, &connClosed{reason: reason, err: err})
 }
 
-func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason CloseReason, err error) {
+// errStopped ends the decode loop when the session is going away.
+var errStopped = errors.New("session stopped")
+
+func decodeLoop(r io.Reader, m *Metrics, send func(any) bool) (reason CloseReason, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			reason, err = ClosePanic, fmt.Errorf("panic in session reader: %v", p)
@@ -71,12 +85,15 @@ func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason CloseReason, er
 	dec := messages.NewDecoder(r)
 	defer dec.Release()
 	var batch *messages.FromClient
+	flush := func() bool {
+		ok := batch == nil || send(batch)
+		batch = nil
+		return ok
+	}
 	for {
 		f, err := dec.Next()
 		if err != nil {
-			if batch != nil {
-				send(batch)
-			}
+			flush()
 			return classifyReadErr(err, m)
 		}
 		switch f.Type {
@@ -91,15 +108,12 @@ func decodeLoop(r io.Reader, m *Metrics, send func(any)) (reason CloseReason, er
 			}
 			batch.AppendCopy(pkt)
 		default:
-			if batch != nil {
-				send(batch)
-				batch = nil
+			if !flush() || !send(controlMessage(f.Type)) {
+				return CloseStopped, errStopped
 			}
-			send(controlMessage(f.Type))
 		}
-		if batch != nil && (batch.Full() || !dec.Buffered()) {
-			send(batch)
-			batch = nil
+		if batch != nil && (batch.Full() || !dec.Buffered()) && !flush() {
+			return CloseStopped, errStopped
 		}
 	}
 }

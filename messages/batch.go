@@ -17,7 +17,7 @@ const (
 var (
 	smallBufs = sync.Pool{New: func() any { return new([SmallPacketBuf]byte) }}
 	largeBufs = sync.Pool{New: func() any { return new([LargePacketBuf]byte) }}
-	fromPool  = sync.Pool{New: func() any { return &FromClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+	fromPool  = sync.Pool{New: func() any { return &FromClient{Batch: Batch{Packets: make([][]byte, 0, BatchCap)}} }}
 	toPool    = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
 )
 
@@ -53,8 +53,35 @@ type Batch struct {
 }
 
 // FromClient is a batch of IPv4 packets a client sent in 102 frames, on its
-// way from a session to the TUN device.
-type FromClient struct{ Batch }
+// way from a session to the TUN device. It may hold a token of its
+// session's Budget, given back when the batch is released, so a client
+// cannot have more than a few batches waiting for the device.
+type FromClient struct {
+	Batch
+	budget Budget
+}
+
+// Budget bounds the batches one session has in flight towards the TUN.
+// The session's reader takes a token before it hands a batch on and
+// blocks while none is left, so a client that sends faster than the
+// device accepts is slowed by TCP flow control instead of queueing
+// without bound in the server.
+type Budget chan struct{}
+
+// NewBudget allows n batches in flight.
+func NewBudget(n int) Budget { return make(Budget, n) }
+
+// Acquire takes a token for b, waiting until one is free or done is
+// closed; it reports whether it got one.
+func (bu Budget) Acquire(b *FromClient, done <-chan struct{}) bool {
+	select {
+	case bu <- struct{}{}:
+		b.budget = bu
+		return true
+	case <-done:
+		return false
+	}
+}
 
 // ToClient is a batch of IPv4 packets read from the TUN device, on its way
 // through the Router to the session that owns their destination.
@@ -66,8 +93,13 @@ func NewFromClient() *FromClient { return fromPool.Get().(*FromClient) }
 // NewToClient borrows an empty TUN-side batch from its pool.
 func NewToClient() *ToClient { return toPool.Get().(*ToClient) }
 
-// Release returns the packets and the batch to their pools.
+// Release returns the packets and the batch to their pools, and the
+// batch's budget token to its session.
 func (b *FromClient) Release() {
+	if b.budget != nil {
+		<-b.budget
+		b.budget = nil
+	}
 	b.releasePackets()
 	fromPool.Put(b)
 }
