@@ -68,4 +68,18 @@ if [[ $(id -u) -eq 0 ]]; then
 		exit 1
 	fi
 fi
+
+# A short smoke run of the benchmark suite (every case must produce its
+# numbers; nothing is written to the docs).
+if [[ $(id -u) -eq 0 ]]; then
+	if timeout 600 bash scripts/bench/run.sh --smoke >"$log" 2>&1; then
+		echo "--- PASS: benchmark smoke (scripts/bench/run.sh --smoke)"
+		passed=$((passed + 1))
+	else
+		tail -60 "$log"
+		echo "--- FAIL: benchmark smoke (scripts/bench/run.sh --smoke)"
+		echo "$passed passed, 1 failed"
+		exit 1
+	fi
+fi
 echo "$passed passed, 0 failed"

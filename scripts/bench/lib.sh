@@ -76,7 +76,14 @@ bench_stop() {
 bench_cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
-	((${#BENCH_PIDS[@]})) && bench_stop "${BENCH_PIDS[@]}"
+	local all=("${BENCH_PIDS[@]}") pid
+	((${#all[@]})) && bench_stop "${all[@]}"
+	for pid in "${all[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "process $pid survived SIGKILL; cleanup failed" >&2
+			rc=1
+		fi
+	done
 	local ns f
 	for ns in "${BENCH_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
 	for f in "${BENCH_FILES[@]}"; do rm -f "$f"; done
