@@ -17,18 +17,7 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 LAB_PREFIX="" LAB_CLIENTS=2
 source scripts/lab.sh
-WORK=$(mktemp -d)
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	step "tearing down"
-	lab_cleanup || rc=1
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+lab_traps
 
 lab_build
 lab_namespaces

@@ -38,6 +38,24 @@ lab_cleanup() {
 	return "$leaked"
 }
 
+# lab_traps makes a work directory ($WORK) and tears the lab down on any
+# exit, including Ctrl-C; a process that outlives the teardown fails the
+# script.
+lab_traps() {
+	WORK=$(mktemp -d)
+	trap lab_exit EXIT
+	trap 'exit 130' INT TERM
+}
+
+lab_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	step "tearing down"
+	lab_cleanup || rc=1
+	rm -rf "$WORK"
+	exit "$rc"
+}
+
 lab_build() {
 	step "building 4over6d, 4over6c and 4over6-web"
 	mkdir -p "$BIN"

@@ -14,19 +14,8 @@ DURATION=${1:-1800}
 source scripts/deps.sh
 LAB_PREFIX=soak- LAB_CLIENTS=${2:-6}
 source scripts/lab.sh
-WORK=$(mktemp -d)
+lab_traps
 declare -A CLIENT_PID
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	step "tearing down"
-	lab_cleanup || rc=1
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # sample prints the server's goroutines and resident memory.
 sample() {
