@@ -78,7 +78,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if nat != nil {
 		defer closeLogged(log, "NAT table", nat.Close)
 	}
-	ln, err := net.Listen("tcp", o.listen)
+	// The protocol has its own heartbeats; TCP keep-alives would only add
+	// system calls to every connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", o.listen, err)
 	}
