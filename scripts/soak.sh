@@ -21,7 +21,8 @@ declare -A CLIENT_PID
 sample() {
 	in_ns "$NS_SERVER" curl -sS --max-time 5 http://127.0.0.1:9604/metrics |
 		awk '/^go_goroutines /{g=$2} /^process_resident_memory_bytes /{r=$2} /^fourover6d_sessions /{s=$2}
-		     END {printf "goroutines=%d rss_mib=%.1f sessions=%d\n", g, r/1048576, s}'
+		     /^go_memstats_heap_inuse_bytes /{h=$2}
+		     END {printf "goroutines=%d heap_inuse_mib=%.1f rss_mib=%.1f sessions=%d\n", g, h/1048576, r/1048576, s}'
 }
 
 lab_build
