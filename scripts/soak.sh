@@ -28,13 +28,16 @@ sample() {
 lab_build
 lab_namespaces
 lab_start_web
-lab_start_server
+lab_start_server -pprof
 for i in $(seq "$LAB_CLIENTS"); do
 	lab_start_client "$i"
 	CLIENT_PID[$i]=$LAB_LAST_PID
 done
 for i in $(seq "$LAB_CLIENTS"); do lab_wait_lease "$i" >/dev/null; done
 sleep 2
+heap() { in_ns "$NS_SERVER" curl -sS --max-time 5 -o "$1" "http://127.0.0.1:9604/debug/pprof/heap?gc=1"; }
+HEAP_DIR=${HEAP_DIR:-/tmp}
+heap "$HEAP_DIR/4over6d-soak-heap-start.pb.gz"
 start_sample=$(sample)
 step "start: $start_sample"
 
@@ -62,6 +65,10 @@ done
 for i in $(seq "$LAB_CLIENTS"); do lab_wait_lease "$i" >/dev/null; done
 sleep 2
 end_sample=$(sample)
+heap "$HEAP_DIR/4over6d-soak-heap-end.pb.gz"
 step "report after ${DURATION}s: $rounds rounds, $restarts client restarts, $failures failed transfers"
 echo "start: $start_sample"
 echo "end:   $end_sample"
+echo "heap profiles: $HEAP_DIR/4over6d-soak-heap-{start,end}.pb.gz; growth by allocation site:"
+go tool pprof -top -sample_index=inuse_space -nodecount=12 -base "$HEAP_DIR/4over6d-soak-heap-start.pb.gz" \
+	"$BIN/4over6d" "$HEAP_DIR/4over6d-soak-heap-end.pb.gz" 2>/dev/null | tail -n +5 || true
