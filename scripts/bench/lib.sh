@@ -45,6 +45,20 @@ bench_ns_add() {
 # bench_start NAME NS CMD...: start a process in a namespace, logging to
 # $BENCH_WORK/NAME.log; its PID (ip netns exec execs, so it is the
 # command's own PID) is kept for the cleanup and stored in PID_<NAME>.
+# bench_links wires the three namespaces NS_C, NS_S and NS_I: client and
+# server over IPv6 (MTU 1600, so wireguard's overhead fits), server and
+# internet over IPv4, with the server's default route towards the internet.
+bench_links() {
+	ip link add c6 netns "$NS_S" mtu 1600 type veth peer name eth6 netns "$NS_C" mtu 1600
+	in_ns "$NS_S" ip addr add 2001:db8:1::1/64 dev c6 nodad
+	in_ns "$NS_C" ip addr add 2001:db8:1::2/64 dev eth6 nodad
+	ip link add inet4 netns "$NS_S" type veth peer name eth4 netns "$NS_I"
+	in_ns "$NS_S" ip addr add 198.51.100.1/24 dev inet4
+	in_ns "$NS_I" ip addr add 198.51.100.2/24 dev eth4
+	for l in "$NS_S c6" "$NS_C eth6" "$NS_S inet4" "$NS_I eth4"; do in_ns ${l% *} ip link set ${l#* } up; done
+	in_ns "$NS_S" ip route add default via 198.51.100.2
+}
+
 bench_start() {
 	local name=$1 ns=$2
 	shift 2

@@ -89,14 +89,7 @@ fi
 NS_C=b46c-$BENCH_ID NS_S=b46s-$BENCH_ID NS_I=b46i-$BENCH_ID
 say "topology: $NS_C (client, IPv6 only) - $NS_S (server) - $NS_I (internet, IPv4 only)"
 for ns in "$NS_C" "$NS_S" "$NS_I"; do bench_ns_add "$ns"; done
-ip link add c6 netns "$NS_S" mtu 1600 type veth peer name eth6 netns "$NS_C" mtu 1600
-in_ns "$NS_S" ip addr add 2001:db8:1::1/64 dev c6 nodad
-in_ns "$NS_C" ip addr add 2001:db8:1::2/64 dev eth6 nodad
-ip link add inet4 netns "$NS_S" type veth peer name eth4 netns "$NS_I"
-in_ns "$NS_S" ip addr add 198.51.100.1/24 dev inet4
-in_ns "$NS_I" ip addr add 198.51.100.2/24 dev eth4
-for l in "$NS_S c6" "$NS_C eth6" "$NS_S inet4" "$NS_I eth4"; do in_ns ${l% *} ip link set ${l#* } up; done
-in_ns "$NS_S" ip route add default via 198.51.100.2
+bench_links
 in_ns "$NS_S" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$NS_C" sysctl -qw net.ipv6.conf.all.forwarding=0
 in_ns "$NS_I" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
