@@ -9,7 +9,6 @@ import (
 
 	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // def1 is the pair of routes a client installs to take over the default
@@ -57,24 +56,6 @@ func openClientInNS(t *testing.T, ns *netnstest.NS, addr netip.Addr) *Linux {
 	return dev
 }
 
-// tunRoutes lists the destinations of the IPv4 routes of the main table
-// through the TUN.
-func tunRoutes(t *testing.T, ns *netnstest.NS, link netlink.Link) []string {
-	t.Helper()
-	routes, err := ns.Netlink().RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatalf("RouteList: %v", err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Dst != nil && r.Table == unix.RT_TABLE_MAIN {
-			out = append(out, r.Dst.String())
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func TestOpenClientConfiguresHostAddress(t *testing.T) {
 	ns := netnstest.New(t, "tun-client")
 	openClientInNS(t, ns, clientAddr)
@@ -108,7 +89,7 @@ func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 		t.Fatalf("AddRoutes again (must be idempotent): %v", err)
 	}
 	want := []string{"0.0.0.0/1", "128.0.0.0/1", "203.0.113.0/24"}
-	if got := tunRoutes(t, ns, link); !slices.Equal(got, want) {
+	if got := ns.IPv4Routes(t, link); !slices.Equal(got, want) {
 		t.Fatalf("routes = %v, want %v", got, want)
 	}
 
@@ -119,7 +100,7 @@ func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 	if got, want := addrs(t, ns, link, netlink.FAMILY_V4), []string{"192.0.2.9/32"}; !slices.Equal(got, want) {
 		t.Errorf("IPv4 addresses after ReplaceAddr = %v, want %v", got, want)
 	}
-	if got := tunRoutes(t, ns, link); !slices.Equal(got, want) {
+	if got := ns.IPv4Routes(t, link); !slices.Equal(got, want) {
 		t.Fatalf("routes after ReplaceAddr = %v, want %v kept", got, want)
 	}
 	if src := sourceFor(t, ns, netip.MustParseAddr("198.51.100.2")); src != moved {
@@ -129,7 +110,7 @@ func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 		t.Fatalf("DeleteRoutes: %v", err)
 	}
 	want = []string{"0.0.0.0/1", "128.0.0.0/1"}
-	if got := tunRoutes(t, ns, link); !slices.Equal(got, want) {
+	if got := ns.IPv4Routes(t, link); !slices.Equal(got, want) {
 		t.Fatalf("routes = %v, want %v", got, want)
 	}
 	if err := dev.DeleteRoutes(routes); err != nil {
@@ -144,7 +125,7 @@ func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 	if _, err := ns.Netlink().LinkByName(testTUN); err == nil {
 		t.Fatal("TUN still exists after Close")
 	}
-	if got := allRoutes(t, ns); slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "/1") }) {
+	if got := ns.IPv4Routes(t, nil); slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "/1") }) {
 		t.Fatalf("routes %v remain after Close", got)
 	}
 }
@@ -158,21 +139,6 @@ func TestRouteArgumentsChecked(t *testing.T) {
 	if err := dev.ReplaceAddr(netip.MustParseAddr("2001:db8::2")); err == nil {
 		t.Error("ReplaceAddr with an IPv6 address succeeded")
 	}
-}
-
-func allRoutes(t *testing.T, ns *netnstest.NS) []string {
-	t.Helper()
-	routes, err := ns.Netlink().RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatalf("RouteList: %v", err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Dst != nil {
-			out = append(out, r.Dst.String())
-		}
-	}
-	return out
 }
 
 // sourceFor asks the kernel which source address it picks towards dst.

@@ -216,14 +216,10 @@ func tunIndex(ns *netnstest.NS) int {
 // tunnelRoutes lists the IPv4 routes of the namespace that end in /1.
 func tunnelRoutes(t *testing.T, ns *netnstest.NS) []string {
 	t.Helper()
-	routes, err := ns.Netlink().RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatalf("RouteList: %v", err)
-	}
 	var out []string
-	for _, r := range routes {
-		if r.Dst != nil && strings.HasSuffix(r.Dst.String(), "/1") {
-			out = append(out, r.Dst.String())
+	for _, r := range ns.IPv4Routes(t, nil) {
+		if strings.HasSuffix(r, "/1") {
+			out = append(out, r)
 		}
 	}
 	return out

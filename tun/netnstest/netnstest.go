@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -249,6 +250,25 @@ func (n *NS) AddRoute(t testing.TB, dst netip.Prefix, via netip.Addr) {
 	if err := n.links.RouteAdd(route); err != nil {
 		t.Fatalf("failed to add route to %v via %v in %s: %v", dst, via, n.Name, err)
 	}
+}
+
+// IPv4Routes lists, sorted, the destinations of the main table's IPv4
+// routes in the namespace: all of them, or those through link if it is not
+// nil. Tests use it to check the routes a tunnel installs and removes.
+func (n *NS) IPv4Routes(t testing.TB, link netlink.Link) []string {
+	t.Helper()
+	routes, err := n.links.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatalf("failed to list routes in %s: %v", n.Name, err)
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Dst != nil && r.Table == unix.RT_TABLE_MAIN {
+			out = append(out, r.Dst.String())
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
