@@ -42,11 +42,7 @@ func TestHandshakeSendsRequestAndIgnoresFramesBeforeReply(t *testing.T) {
 func TestPacketsFlowBothWaysInOrder(t *testing.T) {
 	verifyNoLeaks(t)
 	const count = 300
-	srv := newFakeServer(t)
-	rc := startClient(t, srv, shortTimers())
-	p := srv.accept(t)
-	p.handshake(testReply)
-	rc.net.awaitLease(t)
+	_, rc, p := leasedSession(t)
 	dev := rc.net.device()
 
 	for i := range count {
@@ -78,11 +74,7 @@ func TestPacketsFlowBothWaysInOrder(t *testing.T) {
 
 func TestInvalidDataRepliesAreDroppedNotFatal(t *testing.T) {
 	verifyNoLeaks(t)
-	srv := newFakeServer(t)
-	rc := startClient(t, srv, shortTimers())
-	p := srv.accept(t)
-	p.handshake(testReply)
-	rc.net.awaitLease(t)
+	_, rc, p := leasedSession(t)
 	pong := tuntest.Pong(remoteAddr, leasedAddr, 9, 1, []byte("after junk"))
 	var frames []byte
 	frames = messages.AppendFrame(frames, messages.TypeDataReply, []byte{0x60, 0, 0, 0})                         // IPv6
@@ -143,8 +135,8 @@ func TestSilentServerIsDeadAndClientReconnects(t *testing.T) {
 	}
 	again := srv.accept(t)
 	again.handshake(testReply)
-	rc.net.awaitLease(t)
-	rc.net.awaitLease(t)
+	rc.net.awaitLease(t) // the first session's lease
+	rc.net.awaitLease(t) // the reconnected session's
 	if rc.net.discardCount() != 0 {
 		t.Errorf("the TUN was replaced %d times, want it kept across reconnects", rc.net.discardCount())
 	}
@@ -216,11 +208,7 @@ func TestProtocolViolationsReconnect(t *testing.T) {
 
 func TestDeviceFailureReplacesDevice(t *testing.T) {
 	verifyNoLeaks(t)
-	srv := newFakeServer(t)
-	rc := startClient(t, srv, shortTimers())
-	p := srv.accept(t)
-	p.handshake(testReply)
-	rc.net.awaitLease(t)
+	srv, rc, p := leasedSession(t)
 	broken := rc.net.device()
 	_ = broken.Close()
 	p.awaitClose(waitLong)
@@ -233,11 +221,7 @@ func TestDeviceFailureReplacesDevice(t *testing.T) {
 
 func TestShutdownClosesConnectionPromptly(t *testing.T) {
 	verifyNoLeaks(t)
-	srv := newFakeServer(t)
-	rc := startClient(t, srv, shortTimers())
-	p := srv.accept(t)
-	p.handshake(testReply)
-	rc.net.awaitLease(t)
+	_, rc, p := leasedSession(t)
 	start := time.Now()
 	if !rc.stop(time.Second) {
 		t.Fatal("client did not stop within 1 s of cancellation")

@@ -253,6 +253,18 @@ type runningClient struct {
 }
 
 // startClient runs a client against srv with the given session timers.
+// leasedSession starts a client with short timers against a fake server and
+// completes the handshake, returning once the client has its address.
+func leasedSession(t *testing.T) (*fakeServer, *runningClient, *peer) {
+	t.Helper()
+	srv := newFakeServer(t)
+	rc := startClient(t, srv, shortTimers())
+	p := srv.accept(t)
+	p.handshake(testReply)
+	rc.net.awaitLease(t)
+	return srv, rc, p
+}
+
 func startClient(t *testing.T, srv *fakeServer, cfg sessionConfig) *runningClient {
 	t.Helper()
 	addr := srv.ln.Addr().String()
