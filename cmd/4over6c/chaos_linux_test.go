@@ -5,8 +5,6 @@ package main
 // and a server killed with SIGKILL and started again.
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -113,24 +111,7 @@ func udpEcho(t *testing.T, ns *netnstest.NS) netip.AddrPort {
 // listens on the server namespace's loopback.
 func admin(t *testing.T, ns *netnstest.NS, method, path string) string {
 	t.Helper()
-	var body []byte
-	err := ns.Do(func() error {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:9604", e2eStart)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(e2eStart))
-		if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: admin\r\n\r\n", method, path); err != nil {
-			return err
-		}
-		body, err = io.ReadAll(conn)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return string(body)
+	return ns.HTTP(t, method, "127.0.0.1:9604", path, e2eStart)
 }
 
 func TestE2EChaosPanicsUnderTraffic(t *testing.T) {

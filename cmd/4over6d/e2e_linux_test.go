@@ -368,24 +368,7 @@ func (tp *topology) adminGet(t *testing.T, path string) string {
 
 func (tp *topology) admin(t *testing.T, method, path string) string {
 	t.Helper()
-	var body []byte
-	err := tp.srv.Do(func() error {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:9604", e2eWait)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(e2eWait))
-		if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: admin\r\n\r\n", method, path); err != nil {
-			return err
-		}
-		body, err = io.ReadAll(conn)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	return string(body)
+	return tp.srv.HTTP(t, method, "127.0.0.1:9604", path, e2eWait)
 }
 
 func TestAdminEndpointAfterTraffic(t *testing.T) {

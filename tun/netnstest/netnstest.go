@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -250,6 +251,32 @@ func (n *NS) AddRoute(t testing.TB, dst netip.Prefix, via netip.Addr) {
 	if err := n.links.RouteAdd(route); err != nil {
 		t.Fatalf("failed to add route to %v via %v in %s: %v", dst, via, n.Name, err)
 	}
+}
+
+// HTTP sends one plain HTTP/1.0 request to addr (host:port) from inside the
+// namespace and returns the raw response, status line and headers
+// included, so tests can check both. It fails the test if the exchange
+// does not complete within timeout.
+func (n *NS) HTTP(t testing.TB, method, addr, path string, timeout time.Duration) string {
+	t.Helper()
+	var resp []byte
+	err := n.Do(func() error {
+		conn, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(timeout))
+		if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.0\r\nHost: %s\r\n\r\n", method, path, addr); err != nil {
+			return err
+		}
+		resp, err = io.ReadAll(conn)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s http://%s%s in %s: %v", method, addr, path, n.Name, err)
+	}
+	return string(resp)
 }
 
 // IPv4Routes lists, sorted, the destinations of the main table's IPv4

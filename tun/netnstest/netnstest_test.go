@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -168,5 +169,36 @@ func TestAddRoute(t *testing.T) {
 				t.Errorf("routes via %s = %q, want %s on %s", tt.via, out, tt.want, aIf)
 			}
 		})
+	}
+}
+
+func TestHTTPAndIPv4Routes(t *testing.T) {
+	a, b := New(t, "nst-a"), New(t, "nst-b")
+	aIf, _ := Link(t, a, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")},
+		b, []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")})
+	var ln net.Listener
+	if err := b.Do(func() (err error) { ln, err = net.Listen("tcp4", "198.51.100.2:8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, r.Method+" "+r.URL.Path)
+		}))
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	if got := a.HTTP(t, "POST", "198.51.100.2:8080", "/x", 5*time.Second); !strings.HasPrefix(got, "HTTP/1.0 200 OK") || !strings.HasSuffix(got, "POST /x") {
+		t.Fatalf("response %q", got)
+	}
+	link, err := a.Netlink().LinkByName(aIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.IPv4Routes(t, link); len(got) != 1 || got[0] != "198.51.100.0/24" {
+		t.Fatalf("routes via %s = %v", aIf, got)
+	}
+	if got := b.IPv4Routes(t, nil); len(got) != 1 {
+		t.Fatalf("all routes in b = %v", got)
 	}
 }
