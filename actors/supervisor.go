@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -209,12 +208,12 @@ func (s *Supervisor) status() []SessionStatus {
 }
 
 func (s *Supervisor) serviceKind(pid *actor.PID) (ActorKind, bool) {
-	switch {
-	case strings.HasSuffix(pid.Id, "/"+poolName):
+	switch pid.Id {
+	case s.cfg.pool.Id:
 		return KindPool, true
-	case strings.HasSuffix(pid.Id, "/"+routerName):
+	case s.cfg.router.Id:
 		return KindRouter, true
-	case strings.HasSuffix(pid.Id, "/"+tunName):
+	case s.cfg.tun.Id:
 		return KindTUN, true
 	}
 	return KindSession, false
