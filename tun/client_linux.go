@@ -24,6 +24,9 @@ type ClientConfig struct {
 	MTU int
 	// Addr is the leased IPv4 address, assigned as a /32.
 	Addr netip.Addr
+	// Offload asks for checksum and TCP segmentation offload, as in
+	// Config.
+	Offload bool
 }
 
 func (cfg ClientConfig) validate() error {
@@ -60,7 +63,7 @@ func OpenClient(cfg ClientConfig) (*Linux, error) {
 }
 
 func openClient(links *netlink.Handle, cfg ClientConfig) (*Linux, error) {
-	dev, err := create(links, cfg.Name, cfg.MTU)
+	dev, err := create(links, cfg.Name, cfg.MTU, cfg.Offload)
 	if err != nil {
 		return nil, err
 	}

@@ -37,12 +37,12 @@ func TestClientConfigValidate(t *testing.T) {
 }
 
 // openClientInNS opens a client TUN inside ns, closed when the test ends.
-func openClientInNS(t *testing.T, ns *netnstest.NS, addr netip.Addr) *Linux {
+func openClientInNS(t *testing.T, ns *netnstest.NS, addr netip.Addr, offload bool) *Linux {
 	t.Helper()
 	var dev *Linux
 	err := ns.Do(func() error {
 		var err error
-		dev, err = OpenClient(ClientConfig{Name: testTUN, MTU: testMTU, Addr: addr})
+		dev, err = OpenClient(ClientConfig{Name: testTUN, MTU: testMTU, Addr: addr, Offload: offload})
 		return err
 	})
 	if err != nil {
@@ -58,7 +58,7 @@ func openClientInNS(t *testing.T, ns *netnstest.NS, addr netip.Addr) *Linux {
 
 func TestOpenClientConfiguresHostAddress(t *testing.T) {
 	ns := netnstest.New(t, "tun-client")
-	openClientInNS(t, ns, clientAddr)
+	openClientInNS(t, ns, clientAddr, false)
 	link, err := ns.Netlink().LinkByName(testTUN)
 	if err != nil {
 		t.Fatalf("TUN not found in namespace: %v", err)
@@ -76,7 +76,7 @@ func TestOpenClientConfiguresHostAddress(t *testing.T) {
 
 func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 	ns := netnstest.New(t, "tun-routes")
-	dev := openClientInNS(t, ns, clientAddr)
+	dev := openClientInNS(t, ns, clientAddr, false)
 	link, err := ns.Netlink().LinkByName(testTUN)
 	if err != nil {
 		t.Fatalf("TUN not found: %v", err)
@@ -132,7 +132,7 @@ func TestClientRoutesFollowAddressAndGoWithDevice(t *testing.T) {
 
 func TestRouteArgumentsChecked(t *testing.T) {
 	ns := netnstest.New(t, "tun-routearg")
-	dev := openClientInNS(t, ns, clientAddr)
+	dev := openClientInNS(t, ns, clientAddr, false)
 	if err := dev.AddRoutes([]netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}); err == nil {
 		t.Error("AddRoutes of an IPv6 prefix succeeded")
 	}

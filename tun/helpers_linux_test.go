@@ -13,16 +13,19 @@ import (
 
 // openInNS opens the test TUN inside ns and closes it when the test ends,
 // before the namespace is removed.
-func openInNS(t *testing.T, ns *netnstest.NS, name string) *Linux {
+func openInNS(t *testing.T, ns *netnstest.NS, name string, offload bool) *Linux {
 	t.Helper()
 	var dev *Linux
 	err := ns.Do(func() error {
 		var err error
-		dev, err = Open(Config{Name: name, MTU: testMTU, Prefix: testPool})
+		dev, err = Open(Config{Name: name, MTU: testMTU, Prefix: testPool, Offload: offload})
 		return err
 	})
 	if err != nil {
 		t.Fatalf("Open in %s: %v", ns.Name, err)
+	}
+	if on, why := dev.Offload(); on != offload {
+		t.Fatalf("Open with Offload %v: offloads on = %v (%v)", offload, on, why)
 	}
 	t.Cleanup(func() {
 		if err := dev.Close(); err != nil {
@@ -160,4 +163,12 @@ func await(t *testing.T, pending <-chan readResult) readResult {
 func verifyNoLeaks(t *testing.T) {
 	t.Helper()
 	t.Cleanup(func() { goleak.VerifyNone(t) })
+}
+
+// bothModes runs test once on a plain TUN and once with offloads, since
+// the two read and write through different code.
+func bothModes(t *testing.T, test func(t *testing.T, offload bool)) {
+	for _, offload := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "offload"}[offload], func(t *testing.T) { test(t, offload) })
+	}
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// Prefix is the client address pool, e.g. 192.0.2.0/24; the kernel
 	// routes it to the TUN once the server address is assigned.
 	Prefix netip.Prefix
+	// Offload asks for checksum and TCP segmentation offload (see
+	// vnet_linux.go). If the kernel refuses, the device opens without
+	// and Offload on it reports why.
+	Offload bool
 }
 
 // ServerAddr returns the first host of the prefix (192.0.2.1 for
@@ -57,6 +61,10 @@ type Linux struct {
 	raw    syscall.RawConn
 	links  *netlink.Handle
 	closed atomic.Bool
+	// vnet is set when the device was opened with offloads; offloadErr
+	// says why it was not.
+	vnet       *vnet
+	offloadErr error
 }
 
 var _ Device = (*Linux)(nil)
@@ -100,7 +108,7 @@ func (cfg Config) validate() error {
 }
 
 func open(links *netlink.Handle, cfg Config) (*Linux, error) {
-	dev, err := create(links, cfg.Name, cfg.MTU)
+	dev, err := create(links, cfg.Name, cfg.MTU, cfg.Offload)
 	if err != nil {
 		return nil, err
 	}
@@ -111,45 +119,71 @@ func open(links *netlink.Handle, cfg Config) (*Linux, error) {
 	return dev, nil
 }
 
-// create replaces a stale link of that name and opens a fresh TUN; the
-// caller configures addresses and brings it up.
-func create(links *netlink.Handle, name string, mtu int) (*Linux, error) {
+// create replaces a stale link of that name and opens a fresh TUN, with
+// offloads if asked and the kernel agrees, else through water; the caller
+// configures addresses and brings it up.
+func create(links *netlink.Handle, name string, mtu int, withOffload bool) (*Linux, error) {
 	if err := removeStaleLink(links, name); err != nil {
 		return nil, err
 	}
+	offloadErr := errOffloadOff
+	if withOffload {
+		file, kernelName, err := openOffload(name)
+		if err == nil {
+			dev, err := newLinux(file, kernelName, links, mtu)
+			if err != nil {
+				file.Close()
+				return nil, err
+			}
+			dev.vnet = newVnet()
+			return dev, nil
+		}
+		offloadErr = err
+	}
+	file, kernelName, err := openWater(name)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := newLinux(file, kernelName, links, mtu)
+	if err != nil {
+		file.Close()
+		return nil, err
+	}
+	dev.offloadErr = offloadErr
+	return dev, nil
+}
+
+// openWater opens the TUN without offloads, one packet per read and write.
+func openWater(name string) (*os.File, string, error) {
 	ifce, err := water.New(water.Config{
 		DeviceType:             water.TUN,
 		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("failed to create TUN %s: %w", name, err)
+		return nil, "", fmt.Errorf("failed to create TUN %s: %w", name, err)
 	}
-	dev, err := newLinux(ifce, links, mtu)
-	if err != nil {
-		ifce.Close()
-		return nil, err
-	}
-	return dev, nil
-}
-
-func newLinux(ifce *water.Interface, links *netlink.Handle, mtu int) (*Linux, error) {
 	file, ok := ifce.ReadWriteCloser.(*os.File)
 	if !ok {
-		return nil, fmt.Errorf("failed to use TUN %s: water returned %T, not *os.File", ifce.Name(), ifce.ReadWriteCloser)
+		ifce.Close()
+		return nil, "", fmt.Errorf("failed to use TUN %s: water returned %T, not *os.File", ifce.Name(), ifce.ReadWriteCloser)
 	}
+	return file, ifce.Name(), nil
+}
+
+func newLinux(file *os.File, name string, links *netlink.Handle, mtu int) (*Linux, error) {
 	raw, err := file.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("failed to get raw connection of TUN %s: %w", ifce.Name(), err)
+		return nil, fmt.Errorf("failed to get raw connection of TUN %s: %w", name, err)
 	}
 	if err := closeOnExec(raw); err != nil {
-		return nil, fmt.Errorf("failed to set close-on-exec on TUN %s: %w", ifce.Name(), err)
+		return nil, fmt.Errorf("failed to set close-on-exec on TUN %s: %w", name, err)
 	}
-	link, err := links.LinkByName(ifce.Name())
+	link, err := links.LinkByName(name)
 	if err != nil {
-		return nil, fmt.Errorf("failed to look up TUN %s: %w", ifce.Name(), err)
+		return nil, fmt.Errorf("failed to look up TUN %s: %w", name, err)
 	}
 	return &Linux{
-		name:  ifce.Name(),
+		name:  name,
 		mtu:   mtu,
 		index: link.Attrs().Index,
 		file:  file,
@@ -171,6 +205,18 @@ func (d *Linux) Name() string { return d.name }
 // MTU returns the MTU the interface was configured with.
 func (d *Linux) MTU() int { return d.mtu }
 
+// Offload reports whether checksum and TCP segmentation offload are on,
+// and if not, why: they were not asked for, or the kernel refused them.
+func (d *Linux) Offload() (bool, error) { return d.vnet != nil, d.offloadErr }
+
+// OffloadStats returns the offload counters; all zero without offloads.
+func (d *Linux) OffloadStats() OffloadStats {
+	if d.vnet == nil {
+		return OffloadStats{}
+	}
+	return d.vnet.stats()
+}
+
 // Read blocks until a packet is queued, then drains the queue without
 // blocking until it is empty or min(len(bufs), len(sizes)) packets are read:
 // one wake-up per batch, one read(2) per packet.
@@ -179,10 +225,14 @@ func (d *Linux) Read(bufs [][]byte, sizes []int) (int, error) {
 	if limit == 0 {
 		return 0, nil
 	}
+	drainFn := drain
+	if d.vnet != nil {
+		drainFn = d.vnet.drain
+	}
 	n := 0
 	var readErr error
 	err := d.raw.Read(func(fd uintptr) bool {
-		n, readErr = drain(int(fd), bufs[:limit], sizes, n)
+		n, readErr = drainFn(int(fd), bufs[:limit], sizes, n)
 		return n > 0 || readErr != nil
 	})
 	if n > 0 {
@@ -214,9 +264,17 @@ func drain(fd int, bufs [][]byte, sizes []int, n int) (int, error) {
 	return n, nil
 }
 
-// Write hands each packet to the kernel with its own write(2), since a TUN
-// without IFF_VNET_HDR takes exactly one packet per call.
+// Write hands the packets to the kernel. With offloads, runs of one TCP
+// flow's segments go as one merged GSO packet; without, each packet needs
+// its own write(2), since a plain TUN takes exactly one per call.
 func (d *Linux) Write(bufs [][]byte) (int, error) {
+	if d.vnet != nil {
+		n, err := d.vnet.write(d, bufs)
+		if err != nil {
+			return n, d.ioError("write to", err)
+		}
+		return n, nil
+	}
 	for i, b := range bufs {
 		if _, err := d.file.Write(b); err != nil {
 			return i, d.ioError("write to", err)

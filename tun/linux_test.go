@@ -77,7 +77,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestOpenConfiguresLink(t *testing.T) {
 	ns := netnstest.New(t, "tun-open")
-	dev := openInNS(t, ns, testTUN)
+	dev := openInNS(t, ns, testTUN, false)
 	if dev.Name() != testTUN || dev.MTU() != testMTU {
 		t.Errorf("Name, MTU = %s, %d; want %s, %d", dev.Name(), dev.MTU(), testTUN, testMTU)
 	}
@@ -104,7 +104,7 @@ func TestOpenConfiguresLink(t *testing.T) {
 
 func TestOpenSetsCloseOnExec(t *testing.T) {
 	ns := netnstest.New(t, "tun-cloexec")
-	dev := openInNS(t, ns, testTUN)
+	dev := openInNS(t, ns, testTUN, false)
 	var flags int
 	var fcntlErr error
 	err := dev.raw.Control(func(fd uintptr) { flags, fcntlErr = unix.FcntlInt(fd, unix.F_GETFD, 0) })
@@ -117,122 +117,135 @@ func TestOpenSetsCloseOnExec(t *testing.T) {
 }
 
 func TestReadReturnsPacketFromKernel(t *testing.T) {
-	ns := netnstest.New(t, "tun-read")
-	dev := openInNS(t, ns, testTUN)
-	dst := netip.AddrPortFrom(clientAddr, 9)
-	sendUDP(t, ns, dst, []byte("hello"))
-	p := readMatching(t, dev, func(p ipv4Packet) bool { return p.proto == protoUDP })
-	if p.src != serverAddr || p.dst != clientAddr {
-		t.Errorf("packet %v -> %v, want %v -> %v", p.src, p.dst, serverAddr, clientAddr)
-	}
-	if _, port := udpPorts(p.payload); port != dst.Port() || !bytes.Equal(p.payload[udpHeaderLen:], []byte("hello")) {
-		t.Errorf("UDP to port %d with %q, want port %d with %q", port, p.payload[udpHeaderLen:], dst.Port(), "hello")
-	}
+	bothModes(t, func(t *testing.T, offload bool) {
+		ns := netnstest.New(t, "tun-read")
+		dev := openInNS(t, ns, testTUN, offload)
+		dst := netip.AddrPortFrom(clientAddr, 9)
+		sendUDP(t, ns, dst, []byte("hello"))
+		p := readMatching(t, dev, func(p ipv4Packet) bool { return p.proto == protoUDP })
+		if p.src != serverAddr || p.dst != clientAddr {
+			t.Errorf("packet %v -> %v, want %v -> %v", p.src, p.dst, serverAddr, clientAddr)
+		}
+		if _, port := udpPorts(p.payload); port != dst.Port() || !bytes.Equal(p.payload[udpHeaderLen:], []byte("hello")) {
+			t.Errorf("UDP to port %d with %q, want port %d with %q", port, p.payload[udpHeaderLen:], dst.Port(), "hello")
+		}
+		if !udpChecksumValid(p) {
+			t.Errorf("UDP checksum %x does not verify", p.payload[6:8])
+		}
+	})
 }
 
 func TestWriteDeliversToKernel(t *testing.T) {
-	t.Run("UDP to a listening socket", func(t *testing.T) {
-		ns := netnstest.New(t, "tun-write")
-		dev := openInNS(t, ns, testTUN)
-		conn := listenUDP(t, ns, netip.AddrPortFrom(serverAddr, 0))
-		src := netip.AddrPortFrom(clientAddr, 4000)
-		dst := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-		writeAll(t, dev, buildUDP(src, dst, []byte("from the tunnel")))
-		from, payload := receiveUDP(t, conn)
-		if from != src || payload != "from the tunnel" {
-			t.Errorf("received %q from %v, want %q from %v", payload, from, "from the tunnel", src)
-		}
-	})
-	t.Run("ICMP echo answered", func(t *testing.T) {
-		ns := netnstest.New(t, "tun-ping")
-		dev := openInNS(t, ns, testTUN)
-		writeAll(t, dev, buildEchoRequest(clientAddr, serverAddr, 0x4f36, 1, []byte("ping")))
-		p := readMatching(t, dev, func(p ipv4Packet) bool { return p.proto == protoICMP })
-		if p.src != serverAddr || p.dst != clientAddr || p.payload[0] != icmpEchoReply {
-			t.Errorf("ICMP type %d %v -> %v, want echo reply %v -> %v", p.payload[0], p.src, p.dst, serverAddr, clientAddr)
-		}
-		if !bytes.Equal(p.payload[icmpHeaderLen:], []byte("ping")) {
-			t.Errorf("echo reply data %q, want %q", p.payload[icmpHeaderLen:], "ping")
-		}
+	bothModes(t, func(t *testing.T, offload bool) {
+		t.Run("UDP to a listening socket", func(t *testing.T) {
+			ns := netnstest.New(t, "tun-write")
+			dev := openInNS(t, ns, testTUN, offload)
+			conn := listenUDP(t, ns, netip.AddrPortFrom(serverAddr, 0))
+			src := netip.AddrPortFrom(clientAddr, 4000)
+			dst := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			writeAll(t, dev, buildUDP(src, dst, []byte("from the tunnel")))
+			from, payload := receiveUDP(t, conn)
+			if from != src || payload != "from the tunnel" {
+				t.Errorf("received %q from %v, want %q from %v", payload, from, "from the tunnel", src)
+			}
+		})
+		t.Run("ICMP echo answered", func(t *testing.T) {
+			ns := netnstest.New(t, "tun-ping")
+			dev := openInNS(t, ns, testTUN, offload)
+			writeAll(t, dev, buildEchoRequest(clientAddr, serverAddr, 0x4f36, 1, []byte("ping")))
+			p := readMatching(t, dev, func(p ipv4Packet) bool { return p.proto == protoICMP })
+			if p.src != serverAddr || p.dst != clientAddr || p.payload[0] != icmpEchoReply {
+				t.Errorf("ICMP type %d %v -> %v, want echo reply %v -> %v", p.payload[0], p.src, p.dst, serverAddr, clientAddr)
+			}
+			if !bytes.Equal(p.payload[icmpHeaderLen:], []byte("ping")) {
+				t.Errorf("echo reply data %q, want %q", p.payload[icmpHeaderLen:], "ping")
+			}
+		})
 	})
 }
 
 func TestReadBatchesQueuedPackets(t *testing.T) {
-	const queued = 10
-	ns := netnstest.New(t, "tun-batch")
-	dev := openInNS(t, ns, testTUN)
-	payloads := make([][]byte, queued)
-	for i := range payloads {
-		payloads[i] = []byte{byte(i)}
-	}
-	sendUDP(t, ns, netip.AddrPortFrom(clientAddr, 9), payloads...)
-	bufs, sizes := newBufs(32)
-	dev.SetReadDeadline(time.Now().Add(waitTimeout))
-	n, err := dev.Read(bufs, sizes)
-	if err != nil {
-		t.Fatalf("Read: %v", err)
-	}
-	if n != queued {
-		t.Fatalf("Read returned %d packets, want all %d queued ones", n, queued)
-	}
-	for i := range n {
-		p, ok := parseIPv4(bufs[i][:sizes[i]])
-		if !ok || p.dst != clientAddr || p.payload[udpHeaderLen] != byte(i) {
-			t.Errorf("packet %d = %x, want UDP to %v carrying %d", i, bufs[i][:sizes[i]], clientAddr, i)
+	bothModes(t, func(t *testing.T, offload bool) {
+		const queued = 10
+		ns := netnstest.New(t, "tun-batch")
+		dev := openInNS(t, ns, testTUN, offload)
+		payloads := make([][]byte, queued)
+		for i := range payloads {
+			payloads[i] = []byte{byte(i)}
 		}
-	}
+		sendUDP(t, ns, netip.AddrPortFrom(clientAddr, 9), payloads...)
+		bufs, sizes := newBufs(32)
+		dev.SetReadDeadline(time.Now().Add(waitTimeout))
+		n, err := dev.Read(bufs, sizes)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		if n != queued {
+			t.Fatalf("Read returned %d packets, want all %d queued ones", n, queued)
+		}
+		for i := range n {
+			p, ok := parseIPv4(bufs[i][:sizes[i]])
+			if !ok || p.dst != clientAddr || p.payload[udpHeaderLen] != byte(i) {
+				t.Errorf("packet %d = %x, want UDP to %v carrying %d", i, bufs[i][:sizes[i]], clientAddr, i)
+			}
+		}
+	})
 }
 
 func TestSetReadDeadlineUnblocksRead(t *testing.T) {
-	verifyNoLeaks(t)
-	ns := netnstest.New(t, "tun-deadline")
-	dev := openInNS(t, ns, testTUN)
-	pending := readAsync(dev)
-	time.Sleep(20 * time.Millisecond)
-	if err := dev.SetReadDeadline(time.Now()); err != nil {
-		t.Fatalf("SetReadDeadline: %v", err)
-	}
-	if r := await(t, pending); !errors.Is(r.err, os.ErrDeadlineExceeded) {
-		t.Fatalf("pending Read = %d, %v; want os.ErrDeadlineExceeded", r.n, r.err)
-	}
-	if err := dev.SetReadDeadline(time.Time{}); err != nil {
-		t.Fatalf("clearing deadline: %v", err)
-	}
-	pending = readAsync(dev)
-	sendUDP(t, ns, netip.AddrPortFrom(clientAddr, 9), []byte("after"))
-	if r := await(t, pending); r.err != nil || r.n != 1 {
-		t.Fatalf("Read after clearing deadline = %d, %v; want 1 packet", r.n, r.err)
-	}
+	bothModes(t, func(t *testing.T, offload bool) {
+		verifyNoLeaks(t)
+		ns := netnstest.New(t, "tun-deadline")
+		dev := openInNS(t, ns, testTUN, offload)
+		pending := readAsync(dev)
+		time.Sleep(20 * time.Millisecond)
+		if err := dev.SetReadDeadline(time.Now()); err != nil {
+			t.Fatalf("SetReadDeadline: %v", err)
+		}
+		if r := await(t, pending); !errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Fatalf("pending Read = %d, %v; want os.ErrDeadlineExceeded", r.n, r.err)
+		}
+		if err := dev.SetReadDeadline(time.Time{}); err != nil {
+			t.Fatalf("clearing deadline: %v", err)
+		}
+		pending = readAsync(dev)
+		sendUDP(t, ns, netip.AddrPortFrom(clientAddr, 9), []byte("after"))
+		if r := await(t, pending); r.err != nil || r.n != 1 {
+			t.Fatalf("Read after clearing deadline = %d, %v; want 1 packet", r.n, r.err)
+		}
+	})
 }
 
 func TestCloseUnblocksReadAndDeletesLink(t *testing.T) {
-	verifyNoLeaks(t)
-	ns := netnstest.New(t, "tun-close")
-	dev := openInNS(t, ns, testTUN)
-	pending := readAsync(dev)
-	time.Sleep(20 * time.Millisecond)
-	if err := dev.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if r := await(t, pending); !errors.Is(r.err, ErrClosed) {
-		t.Fatalf("pending Read = %d, %v; want ErrClosed", r.n, r.err)
-	}
-	if _, err := ns.Netlink().LinkByName(testTUN); !errors.As(err, new(netlink.LinkNotFoundError)) {
-		t.Errorf("link lookup after Close = %v, want not found", err)
-	}
-	if err := dev.Close(); err != nil {
-		t.Errorf("second Close = %v, want nil", err)
-	}
-	bufs, sizes := newBufs(1)
-	if _, err := dev.Read(bufs, sizes); !errors.Is(err, ErrClosed) {
-		t.Errorf("Read after Close = %v, want ErrClosed", err)
-	}
-	if _, err := dev.Write(bufs); !errors.Is(err, ErrClosed) {
-		t.Errorf("Write after Close = %v, want ErrClosed", err)
-	}
-	if err := dev.SetReadDeadline(time.Now()); !errors.Is(err, ErrClosed) {
-		t.Errorf("SetReadDeadline after Close = %v, want ErrClosed", err)
-	}
+	bothModes(t, func(t *testing.T, offload bool) {
+		verifyNoLeaks(t)
+		ns := netnstest.New(t, "tun-close")
+		dev := openInNS(t, ns, testTUN, offload)
+		pending := readAsync(dev)
+		time.Sleep(20 * time.Millisecond)
+		if err := dev.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if r := await(t, pending); !errors.Is(r.err, ErrClosed) {
+			t.Fatalf("pending Read = %d, %v; want ErrClosed", r.n, r.err)
+		}
+		if _, err := ns.Netlink().LinkByName(testTUN); !errors.As(err, new(netlink.LinkNotFoundError)) {
+			t.Errorf("link lookup after Close = %v, want not found", err)
+		}
+		if err := dev.Close(); err != nil {
+			t.Errorf("second Close = %v, want nil", err)
+		}
+		bufs, sizes := newBufs(1)
+		if _, err := dev.Read(bufs, sizes); !errors.Is(err, ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if _, err := dev.Write(bufs); !errors.Is(err, ErrClosed) {
+			t.Errorf("Write after Close = %v, want ErrClosed", err)
+		}
+		if err := dev.SetReadDeadline(time.Now()); !errors.Is(err, ErrClosed) {
+			t.Errorf("SetReadDeadline after Close = %v, want ErrClosed", err)
+		}
+	})
 }
 
 func TestOpenReplacesStaleLink(t *testing.T) {
@@ -250,7 +263,7 @@ func TestOpenReplacesStaleLink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("failed to create a persistent TUN as a stale link: %v", err)
 	}
-	dev := openInNS(t, ns, testTUN)
+	dev := openInNS(t, ns, testTUN, false)
 	link, err := ns.Netlink().LinkByName(testTUN)
 	if err != nil {
 		t.Fatalf("TUN not found: %v", err)
@@ -273,7 +286,7 @@ func TestOpenRefusesLinkItDoesNotOwn(t *testing.T) {
 	}{
 		{
 			name:  "TUN held by a live process",
-			setup: func(t *testing.T, ns *netnstest.NS) { openInNS(t, ns, testTUN) },
+			setup: func(t *testing.T, ns *netnstest.NS) { openInNS(t, ns, testTUN, false) },
 			want:  "in use by another process",
 		},
 		{

@@ -154,7 +154,7 @@ func TestNATMasqueradesPoolTraffic(t *testing.T) {
 	egress, _ := netnstest.Link(t,
 		server, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")},
 		internet, []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")})
-	dev := openInNS(t, server, testTUN)
+	dev := openInNS(t, server, testTUN, false)
 	if err := server.Do(EnableForwarding); err != nil {
 		t.Fatalf("EnableForwarding: %v", err)
 	}

@@ -70,17 +70,26 @@ func buildUDP(src, dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(udp[2:4], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:6], uint16(len(udp)))
 	copy(udp[udpHeaderLen:], payload)
-	pseudo := make([]byte, 0, 12)
-	pseudo = append(pseudo, src.Addr().AsSlice()...)
-	pseudo = append(pseudo, dst.Addr().AsSlice()...)
-	pseudo = append(pseudo, 0, protoUDP)
-	pseudo = binary.BigEndian.AppendUint16(pseudo, uint16(len(udp)))
-	sum := checksum(udp, sumWords(pseudo, 0))
+	sum := checksum(udp, sumWords(udpPseudoHeader(src.Addr(), dst.Addr(), len(udp)), 0))
 	if sum == 0 {
 		sum = 0xffff
 	}
 	binary.BigEndian.PutUint16(udp[6:8], sum)
 	return buildIPv4(src.Addr(), dst.Addr(), protoUDP, udp)
+}
+
+func udpPseudoHeader(src, dst netip.Addr, udpLen int) []byte {
+	pseudo := make([]byte, 0, 12)
+	pseudo = append(pseudo, src.AsSlice()...)
+	pseudo = append(pseudo, dst.AsSlice()...)
+	pseudo = append(pseudo, 0, protoUDP)
+	return binary.BigEndian.AppendUint16(pseudo, uint16(udpLen))
+}
+
+// udpChecksumValid verifies the UDP checksum of p, which the kernel leaves
+// unfinished for a TUN with checksum offload to complete.
+func udpChecksumValid(p ipv4Packet) bool {
+	return checksum(p.payload, sumWords(udpPseudoHeader(p.src, p.dst, len(p.payload)), 0)) == 0
 }
 
 // buildEchoRequest returns an IPv4 ICMP echo request.

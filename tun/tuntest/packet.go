@@ -215,3 +215,58 @@ func fold(acc uint32) uint16 {
 	}
 	return uint16(acc)
 }
+
+// TCP flag bits for TCPSegment.Flags.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPPsh = 0x08
+	TCPAck = 0x10
+	TCPCwr = 0x80
+)
+
+const (
+	protoTCP     = 6
+	tcpHeaderLen = 20
+	ipv4FlagDF   = 0x4000
+)
+
+// TCPSegment describes a TCP/IPv4 segment as a bulk sender's kernel emits
+// it (DF set), for tests of the offload code that splits and merges them.
+type TCPSegment struct {
+	Src, Dst netip.AddrPort
+	ID       uint16
+	Seq, Ack uint32
+	Flags    uint8
+	Window   uint16
+	// Options are raw TCP options, padded by the caller to a multiple of
+	// four bytes.
+	Options []byte
+	Payload []byte
+}
+
+// Build returns the segment with valid IPv4 and TCP checksums. It panics
+// on non-IPv4 addresses or options that are not a multiple of four bytes.
+func (s TCPSegment) Build() []byte {
+	if len(s.Options)%4 != 0 || len(s.Options) > 40 {
+		panic(fmt.Sprintf("tuntest: %d bytes of TCP options", len(s.Options)))
+	}
+	hlen := tcpHeaderLen + len(s.Options)
+	pkt := ipv4(protoTCP, s.Src.Addr(), s.Dst.Addr(), hlen+len(s.Payload))
+	binary.BigEndian.PutUint16(pkt[4:], s.ID)
+	binary.BigEndian.PutUint16(pkt[6:], ipv4FlagDF)
+	pkt[10], pkt[11] = 0, 0
+	binary.BigEndian.PutUint16(pkt[10:], ^fold(sum(0, pkt[:ipv4HeaderLen])))
+	tcp := pkt[ipv4HeaderLen:]
+	binary.BigEndian.PutUint16(tcp[0:], s.Src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], s.Dst.Port())
+	binary.BigEndian.PutUint32(tcp[4:], s.Seq)
+	binary.BigEndian.PutUint32(tcp[8:], s.Ack)
+	tcp[12] = byte(hlen/4) << 4
+	tcp[13] = s.Flags
+	binary.BigEndian.PutUint16(tcp[14:], s.Window)
+	copy(tcp[tcpHeaderLen:], s.Options)
+	copy(tcp[hlen:], s.Payload)
+	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(pseudoHeader(pkt), tcp)))
+	return pkt
+}
