@@ -170,9 +170,57 @@ func transfer(ns *netnstest.NS, to netip.AddrPort, cmd byte, seed uint64) error 
 	return nil
 }
 
+// TestE2ETwoClientsReachInternet moves 20 MiB each way for two clients at
+// once, with TUN offloads (the default) and without: the two modes read
+// and write the TUNs through different code, and both must deliver every
+// byte. With offloads the server's counters must show that the kernel
+// really exchanged GSO packets with it in both directions.
 func TestE2ETwoClientsReachInternet(t *testing.T) {
-	tp := newTopology(t, 2)
-	tp.runServer(t)
+	for _, mode := range []struct {
+		name    string
+		flags   []string
+		offload bool
+	}{
+		{"offload", nil, true},
+		{"plain", []string{"-offload=false"}, false},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			tp := newTopology(t, 2)
+			tp.runServer(t, mode.flags...)
+			twoClientsTransfer(t, tp, mode.flags)
+			checkOffloadMetrics(t, admin(t, tp.srv, "GET", "/metrics"), mode.offload)
+		})
+	}
+}
+
+// checkOffloadMetrics asserts on the server's offload counters.
+func checkOffloadMetrics(t *testing.T, metrics string, offload bool) {
+	t.Helper()
+	value := func(name string) float64 {
+		for line := range strings.Lines(metrics) {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				var v float64
+				if _, err := fmt.Sscan(rest, &v); err == nil {
+					return v
+				}
+			}
+		}
+		t.Fatalf("metrics lack %s:\n%s", name, metrics)
+		return 0
+	}
+	enabled := value("fourover6d_tun_offload_enabled")
+	read := value(`fourover6d_tun_gso_segments_total{direction="read"}`)
+	written := value(`fourover6d_tun_gso_segments_total{direction="write"}`)
+	t.Logf("offload enabled %v, segments read in GSO packets %v, merged into GSO writes %v", enabled, read, written)
+	switch {
+	case offload && (enabled != 1 || read < 1000 || written < 1000):
+		t.Errorf("with offloads the server split %v and merged %v segments; want thousands each way", read, written)
+	case !offload && (enabled != 0 || read != 0 || written != 0):
+		t.Errorf("without offloads: enabled %v, %v and %v segments; want all zero", enabled, read, written)
+	}
+}
+
+func twoClientsTransfer(t *testing.T, tp *topology, clientFlags []string) {
 	var ln net.Listener
 	if err := tp.inet.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", netip.AddrPortFrom(inetV4, 0).String())
@@ -186,7 +234,7 @@ func TestE2ETwoClientsReachInternet(t *testing.T) {
 
 	seen := map[netip.Addr]bool{}
 	for i, ns := range tp.clients {
-		seen[connectedAddr(t, tp.runClient(t, i), ns)] = true
+		seen[connectedAddr(t, tp.runClient(t, i, clientFlags...), ns)] = true
 	}
 	if len(seen) != 2 {
 		t.Fatalf("the two clients leased %v, want two distinct addresses", seen)

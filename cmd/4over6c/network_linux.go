@@ -56,9 +56,12 @@ func (h *hostNetwork) Attach(lease messages.IPReply) (tun.Device, error) {
 
 func (h *hostNetwork) ensureDevice(addr netip.Addr) error {
 	if h.dev == nil {
-		dev, err := tun.OpenClient(tun.ClientConfig{Name: h.o.tun, MTU: h.o.mtu, Addr: addr})
+		dev, err := tun.OpenClient(tun.ClientConfig{Name: h.o.tun, MTU: h.o.mtu, Addr: addr, Offload: h.o.offload})
 		if err != nil {
 			return err
+		}
+		if on, why := dev.Offload(); h.o.offload && !on {
+			h.log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
 		}
 		h.dev, h.addr, h.routes = dev, addr, nil
 		return nil

@@ -19,11 +19,11 @@ func TestDefaults(t *testing.T) {
 	}
 	want := options{
 		server: "[2001:db8::1]:5678", tun: "4over6c", mtu: 1500, routeMode: routeFromServer,
-		heartbeat: 20 * time.Second, timeout: 60 * time.Second, log: logflag.Options{Level: slog.LevelInfo},
+		heartbeat: 20 * time.Second, timeout: 60 * time.Second, offload: true, log: logflag.Options{Level: slog.LevelInfo},
 	}
 	if o.server != want.server || o.tun != want.tun || o.mtu != want.mtu || o.routeMode != want.routeMode ||
 		o.routes != nil || o.dnsApply != "" || o.heartbeat != want.heartbeat || o.timeout != want.timeout ||
-		o.log != want.log {
+		o.offload != want.offload || o.log != want.log {
 		t.Errorf("defaults = %+v, want %+v", *o, want)
 	}
 }
@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 func TestFlagsParsed(t *testing.T) {
 	args := []string{
 		"-server", "vpn.example.net:5678", "-tun", "tun9", "-mtu", "1400", "-routes", "198.51.100.0/24, 203.0.113.7/32,192.0.2.9/24",
-		"-dns-apply", "/tmp/resolv.conf", "-heartbeat", "1s", "-timeout", "3s", "-log-level", "debug", "-log-format", "json",
+		"-dns-apply", "/tmp/resolv.conf", "-heartbeat", "1s", "-timeout", "3s", "-log-level", "debug", "-log-format", "json", "-offload=false",
 	}
 	o, err := parseOptions(args, &bytes.Buffer{})
 	if err != nil {
@@ -41,7 +41,7 @@ func TestFlagsParsed(t *testing.T) {
 		netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.7/32"), netip.MustParsePrefix("192.0.2.0/24"),
 	}
 	if o.tun != "tun9" || o.mtu != 1400 || o.routeMode != routeList || !slices.Equal(o.routes, wantRoutes) ||
-		o.dnsApply != "/tmp/resolv.conf" || o.heartbeat != time.Second || o.timeout != 3*time.Second ||
+		o.dnsApply != "/tmp/resolv.conf" || o.heartbeat != time.Second || o.timeout != 3*time.Second || o.offload ||
 		o.log != (logflag.Options{Level: slog.LevelDebug, JSON: true}) {
 		t.Errorf("options = %+v", *o)
 	}

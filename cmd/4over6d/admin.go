@@ -53,12 +53,17 @@ type admin struct {
 	pool   netip.Prefix
 	faults bool // serve POST /debug/panic
 	pprof  bool // serve /debug/pprof/
+	// offload, when set, adds the TUN's offload counters to /metrics.
+	offload *offloadCollector
 }
 
 func (a *admin) handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(actors.NewCollector(a.srv.Metrics()), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.offload != nil {
+		reg.MustRegister(a.offload)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", a.status)

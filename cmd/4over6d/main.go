@@ -66,11 +66,15 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err := tun.EnableForwarding(); err != nil {
 		return err
 	}
-	dev, err := tun.Open(tun.Config{Name: o.tun, MTU: o.mtu, Prefix: o.pool})
+	dev, err := tun.Open(tun.Config{Name: o.tun, MTU: o.mtu, Prefix: o.pool, Offload: o.offload})
 	if err != nil {
 		return err
 	}
 	defer closeLogged(log, "TUN device", dev.Close)
+	offloadOn, why := dev.Offload()
+	if o.offload && !offloadOn {
+		log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
+	}
 	nat, err := setupNAT(o, log)
 	if err != nil {
 		return err
@@ -92,7 +96,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof}
+		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
+			offload: newOffloadCollector(offloadOn, dev.OffloadStats)}
 		if waitAdmin, err = serveAdmin(ctx, o.admin, a, log); err != nil {
 			_ = srv.Close()
 			return err
@@ -100,7 +105,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	defer waitAdmin()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
-		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu))
+		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn))
 	waitReloading(ctx, o, srv, log)
 	log.Info("shutting down: closing sessions, removing NAT table and TUN device")
 	return closeWithin(srv, shutdownDeadline)

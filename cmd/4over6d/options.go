@@ -45,6 +45,7 @@ type options struct {
 	clientToClient   bool
 	debugFaults      bool
 	pprof            bool
+	offload          bool
 	queue            int
 	leaseFile        string
 	dnsFlag          string // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
@@ -84,6 +85,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin endpoint")
+	fs.BoolVar(&o.offload, "offload", true, "use TUN checksum and TCP segmentation offload (64 KiB reads and writes); off: one packet per system call")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&format, "log-format", "text", "text or json")

@@ -54,7 +54,7 @@ func TestDefaults(t *testing.T) {
 		o.route != netip.IPv4Unspecified() || o.nat != "auto" || o.heartbeat != 20*time.Second ||
 		o.timeout != 60*time.Second || o.handshakeTimeout != 10*time.Second || o.maxSessions != 0 ||
 		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.log.JSON || o.maxPerSource != 16 ||
-		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 {
+		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 || !o.offload {
 		t.Fatalf("defaults = %+v", o)
 	}
 }
