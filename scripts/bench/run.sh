@@ -21,7 +21,8 @@
 #   --time N      seconds per iperf3 test (default 10)
 #   --repeat N    runs of the single-stream TCP tests, the median is reported (default 3)
 #   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number
-#   --cases LIST  comma list of carrier,4over6,openvpn,wireguard (default all)
+#   --cases LIST  comma list of carrier,4over6,4over6-plain,openvpn,wireguard (default all;
+#                 4over6-plain is the tunnel with -offload=false, the in-run baseline for offloads)
 #   --no-doc      print the tables only; do not touch docs/performance.md or the PNG
 #   --keep        keep the work directory (logs, iperf3 JSON) for inspection
 #
@@ -37,7 +38,7 @@ T=10
 REPEAT=3
 PINGS=200
 SMOKE=
-CASES=carrier,4over6,openvpn,wireguard
+CASES=carrier,4over6,4over6-plain,openvpn,wireguard
 DOC=1
 while (($#)); do
 	case $1 in
@@ -187,16 +188,28 @@ if has_case carrier; then
 	measure carrier-v4 "$NS_S" 198.51.100.2 198.51.100.2
 fi
 
-if has_case 4over6; then
-	say "4over6d + 4over6c"
+# run_4over6 CASE [FLAG...] measures 4over6d + 4over6c, both given FLAGs.
+run_4over6() {
+	local name=$1
+	shift
 	bench_start 4over6d "$NS_S" "$BIN/4over6d" -listen '[2001:db8:1::1]:5678' -pool 192.0.2.0/24 -tun b46tun \
-		-dns 198.51.100.53 -nat inet4
+		-dns 198.51.100.53 -nat inet4 "$@"
 	wait_for 10 grep -q "4over6d serving" "$BENCH_WORK/4over6d.log" || { cat "$BENCH_WORK/4over6d.log"; exit 1; }
-	bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun
+	bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun "$@"
 	wait_for 10 has_inet_addr "$NS_C" b46tun || { cat "$BENCH_WORK/4over6c.log"; exit 1; }
 	TUNNEL_PIDS=("$PID_4over6d" "$PID_4over6c")
-	measure 4over6 "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	measure "$name" "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
 	bench_stop "$PID_4over6c" "$PID_4over6d"
+}
+
+if has_case 4over6; then
+	say "4over6d + 4over6c"
+	run_4over6 4over6
+fi
+
+if has_case 4over6-plain; then
+	say "4over6d + 4over6c without TUN offloads"
+	run_4over6 4over6-plain -offload=false
 fi
 
 if has_case openvpn; then

@@ -52,6 +52,7 @@ const (
 	carrierV6 = "carrier-v6"
 	carrierV4 = "carrier-v4"
 	four6     = "4over6"
+	four6Flat = "4over6-plain"
 	openvpn   = "openvpn"
 	wireguard = "wireguard"
 )
@@ -61,10 +62,11 @@ var (
 		carrierV6: "carrier IPv6 (client → server)",
 		carrierV4: "carrier IPv4 (server → internet)",
 		four6:     "**4over6d + 4over6c**",
+		four6Flat: "4over6 without TUN offloads",
 		openvpn:   "OpenVPN tcp6, no crypto",
 		wireguard: "wireguard-go",
 	}
-	caseOrder    = []string{carrierV6, carrierV4, four6, openvpn, wireguard}
+	caseOrder    = []string{carrierV6, carrierV4, four6, four6Flat, openvpn, wireguard}
 	tunnels      = []string{four6, openvpn, wireguard}
 	throughputs  = []string{"tcp_up", "tcp_down", "tcp_p4"}
 	metricNames  = map[string]string{"tcp_up": "TCP 1 stream up", "tcp_down": "TCP 1 stream down", "tcp_p4": "TCP 4 streams up", "udp": "UDP 1400 B max rate"}
@@ -75,7 +77,7 @@ var (
 func runBench(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	dir := fs.String("dir", "", "work directory of run.sh (results.jsonl, machine.json)")
-	casesFlag := fs.String("cases", "carrier,4over6,openvpn,wireguard", "cases that were run")
+	casesFlag := fs.String("cases", "carrier,4over6,4over6-plain,openvpn,wireguard", "cases that were run")
 	check := fs.Bool("check", false, "fail unless every case produced every number")
 	md := fs.String("md", "", "Markdown file whose bench section to rewrite")
 	png := fs.String("png", "", "PNG chart to draw with gnuplot")
@@ -256,17 +258,19 @@ func benchMarkdown(m machine, rs results, png, md string) string {
 	w("\nSingle-stream TCP cells are the median of the runs, with their range in brackets. The carrier rows are the ceiling: a tunnelled flow crosses both legs, so for throughput the slower leg counts; for RTT the IPv6 leg to the server is the like-for-like reference for a ping to the server's inner address (192.0.2.1). UDP loss is what the sender offered beyond what arrived; iperf3 with `-b 0` offers as much as the sending side can produce, so a high loss means the tunnel is the bottleneck.\n\n")
 
 	w("Ratios (higher is better for throughput; for RTT the ratio of p50s, lower is better):\n\n")
-	w("| metric | 4over6 / carrier | 4over6 / OpenVPN | 4over6 / wireguard-go | OpenVPN / carrier | wireguard-go / carrier |\n")
-	w("|---|---:|---:|---:|---:|---:|\n")
+	w("| metric | 4over6 / carrier | 4over6 / OpenVPN | 4over6 / wireguard-go | 4over6 / 4over6 without offloads | OpenVPN / carrier | wireguard-go / carrier |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, metric := range []string{"tcp_up", "tcp_down", "tcp_p4", "udp"} {
 		c := ceiling(rs, metric)
 		f, o, g := value(rs.get(four6, metric), metric), value(rs.get(openvpn, metric), metric), value(rs.get(wireguard, metric), metric)
-		w("| %s | %s | %s | %s | %s | %s |\n", metricNames[metric], ratio(f, c), ratio(f, o), ratio(f, g), ratio(o, c), ratio(g, c))
+		p := value(rs.get(four6Flat, metric), metric)
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", metricNames[metric], ratio(f, c), ratio(f, o), ratio(f, g), ratio(f, p), ratio(o, c), ratio(g, c))
 	}
 	cp := rs.get(carrierV6, "ping_server").P50
 	f, o, g := rs.get(four6, "ping_server").P50, rs.get(openvpn, "ping_server").P50, rs.get(wireguard, "ping_server").P50
-	w("| RTT to server p50 | %s | %s | %s | %s | %s |\n", ratio(f, cp), ratio(f, o), ratio(f, g), ratio(o, cp), ratio(g, cp))
-	w("| RTT added to the carrier's, p50 | %s | | | %s | %s |\n", added(f, cp), added(o, cp), added(g, cp))
+	p := rs.get(four6Flat, "ping_server").P50
+	w("| RTT to server p50 | %s | %s | %s | %s | %s | %s |\n", ratio(f, cp), ratio(f, o), ratio(f, g), ratio(f, p), ratio(o, cp), ratio(g, cp))
+	w("| RTT added to the carrier's, p50 | %s | | | | %s | %s |\n", added(f, cp), added(o, cp), added(g, cp))
 
 	w("\nTargets of the issue:\n\n")
 	w("| target | measured | |\n|---|---|---|\n")
