@@ -75,7 +75,7 @@ machine_json >"$BENCH_WORK/machine.json"
 
 say "building 4over6d and 4over6c (go build, no -race)$(has_case wireguard && echo ', installing wireguard-go')"
 mkdir -p "$BIN"
-go build -o "$BIN/" ./cmd/4over6d ./cmd/4over6c
+go build -o "$BIN/" ./cmd/4over6d ./cmd/4over6c ./scripts/bench/report
 if has_case wireguard; then
 	# go install in a temporary module-less directory: wireguard-go never
 	# enters this project's go.mod.
@@ -186,6 +186,10 @@ if has_case carrier; then
 	TUNNEL_PIDS=()
 	measure carrier-v6 "$NS_C" 2001:db8:1::1 2001:db8:1::1
 	measure carrier-v4 "$NS_S" 198.51.100.2 198.51.100.2
+	# The floor under any user-space tunnel's idle RTT: UDP echo between two
+	# processes over the client namespace's loopback, paced like the pings.
+	in_ns "$NS_C" "$BIN/report" echo -n "$PINGS" -case floor >>"$RES"
+	jq -r 'select(.case=="floor") | "   floor (2 process wake-ups) ping_server: p50 \(.p50_us) us, p99 \(.p99_us) us"' "$RES" >&2
 fi
 
 # run_4over6 CASE [FLAG...] measures 4over6d + 4over6c, both given FLAGs.

@@ -6,6 +6,7 @@
 //
 //	go run ./scripts/bench/report bench -dir WORKDIR [-cases LIST] [-check] [-md FILE] [-png FILE]
 //	go run ./scripts/bench/report scale -json FILE [-md FILE]
+//	report echo [-n 200] [-interval 10ms] [-case floor]   (a built binary: it runs itself as the echo child)
 package main
 
 import (
@@ -28,15 +29,17 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: report bench|scale [flags]")
+		return errors.New("usage: report bench|scale|echo [flags]")
 	}
 	switch args[0] {
 	case "bench":
 		return runBench(args[1:], stdout)
 	case "scale":
 		return runScale(args[1:], stdout)
+	case "echo":
+		return runEcho(args[1:], stdout)
 	}
-	return fmt.Errorf("unknown mode %q (bench or scale)", args[0])
+	return fmt.Errorf("unknown mode %q (bench, scale or echo)", args[0])
 }
 
 // machine is machine.json, written by lib.sh's machine_json and completed by
