@@ -1,10 +1,13 @@
 package actors
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
 	"github.com/4over6d/4over6d/tun/tuntest"
@@ -166,5 +169,70 @@ func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	})
 	if d := h.srv.Metrics().Drops(DropNotIPv4) + h.srv.Metrics().Drops(DropTUNWrite); d != 0 {
 		t.Fatalf("%d packets dropped", d)
+	}
+}
+
+// holder is a stand-in Router that keeps every batch it gets until the
+// test releases them, like a Router that has fallen behind.
+type holder struct{ got chan *messages.ToClient }
+
+func (h *holder) Receive(ctx actor.Context) {
+	if b, ok := ctx.Message().(*messages.ToClient); ok {
+		h.got <- b
+	}
+}
+
+// A flood from the IPv4 side must wait in the kernel's TUN queue, not in
+// the Router's mailbox: the TUN reader has at most routerBudget batches in
+// flight and reads again only when the Router gives one back.
+func TestTUNReaderIsBoundedByRouter(t *testing.T) {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	defer sys.Shutdown()
+	h := &holder{got: make(chan *messages.ToClient, 2*routerBudget)}
+	router := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }))
+	defer func() { _ = sys.Root.PoisonFuture(router).Wait() }()
+	dev := tuntest.New("tun-budget", 1500)
+	self := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &holder{got: make(chan *messages.ToClient, 1)} }))
+	defer func() { _ = sys.Root.PoisonFuture(self).Wait() }()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go readTUN(dev, sys, self, router, stop, done)
+
+	pkt := tuntest.UDP(netip.AddrPortFrom(inetHost, 53), netip.AddrPortFrom(netip.MustParseAddr("192.0.2.9"), 9), []byte("x"))
+	var held []*messages.ToClient
+	for range routerBudget {
+		dev.Inject(pkt)
+		held = append(held, receiveBatch(t, h.got))
+	}
+	dev.Inject(pkt)
+	select {
+	case <-h.got:
+		t.Fatalf("the reader sent a batch beyond its budget of %d", routerBudget)
+	case <-time.After(200 * time.Millisecond):
+	}
+	held[0].Recycle() // the Router catches up by one batch
+	held = append(held[1:], receiveBatch(t, h.got))
+
+	// Blocked on the budget again, the reader must still stop on request.
+	dev.Inject(pkt)
+	close(stop)
+	if err := dev.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	for _, b := range held {
+		b.Release()
+	}
+}
+
+func receiveBatch(t *testing.T, got <-chan *messages.ToClient) *messages.ToClient {
+	t.Helper()
+	select {
+	case b := <-got:
+		return b
+	case <-time.After(wait):
+		t.Fatal("the TUN reader sent no batch")
+		return nil
 	}
 }

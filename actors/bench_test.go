@@ -90,11 +90,16 @@ func benchDownlinkActors(b *testing.B) {
 	cfg := &shared{Config: Config{Metrics: &Metrics{}}.withDefaults(), pool: pool}
 	router := sys.Root.Spawn(actor.PropsFromProducer(newRouter(cfg)))
 	waitForRoute(b, sys, router)
+	budget := messages.NewBudget(routerBudget)
 	b.SetBytes(int64(benchBatch * len(benchPacket)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		sys.Root.Send(router, fillBatch())
+		// As the TUN reader does: a token per batch in flight to the
+		// Router, so the producer cannot run ahead without bound.
+		batch := fillBatch()
+		budget.Acquire(&batch.Batch, nil)
+		sys.Root.Send(router, batch)
 	}
 	<-s.done
 	b.StopTimer()
@@ -119,8 +124,10 @@ func waitForRoute(b *testing.B, sys *actor.ActorSystem, router *actor.PID) {
 
 func benchDownlinkChannels(b *testing.B) {
 	s := &sink{want: b.N * benchBatch, done: make(chan struct{})}
-	toRouter := make(chan *messages.ToClient, 64)
-	toSink := make(chan *messages.ToClient, 64)
+	// Buffers as deep as the actors' budget, so both versions let the
+	// producer run the same distance ahead.
+	toRouter := make(chan *messages.ToClient, routerBudget)
+	toSink := make(chan *messages.ToClient, routerBudget)
 	r := &Router{cfg: &shared{Config: Config{Metrics: &Metrics{}}}, routes: map[netip.Addr]*actor.PID{benchDst: {Id: "sink"}}}
 	var wg sync.WaitGroup
 	wg.Add(2)

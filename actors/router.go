@@ -67,6 +67,9 @@ func (r *Router) Receive(ctx actor.Context) {
 }
 
 func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {
+	// Deferred so the TUN reader gets its budget token back even if
+	// routing panics.
+	defer in.Recycle()
 	for _, pkt := range in.Packets {
 		pid, ok := r.lookup(pkt)
 		if !ok {
@@ -77,7 +80,6 @@ func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {
 		out := r.batchFor(ctx, pid)
 		out.Packets = append(out.Packets, pkt)
 	}
-	in.Recycle()
 	for i, s := range r.scratch {
 		ctx.Send(s.pid, s.batch)
 		r.scratch[i] = routed{}

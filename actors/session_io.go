@@ -62,7 +62,7 @@ func (*connClosed) IgnoreDeadLetterLogging() {}
 func readClient(conn net.Conn, budget messages.Budget, done <-chan struct{}, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
 	defer wg.Done()
 	send := func(msg any) bool {
-		if b, ok := msg.(*messages.FromClient); ok && !budget.Acquire(b, done) {
+		if b, ok := msg.(*messages.FromClient); ok && !budget.Acquire(&b.Batch, done) {
 			b.Release()
 			return false
 		}

@@ -30,11 +30,18 @@ import (
 // error that was not a shutdown, so a failing device does not spin.
 const readerRetry = 100 * time.Millisecond
 
+// routerBudget bounds the batches the TUN reader has in flight to the
+// Router. When the Router falls behind, the reader stops reading and the
+// kernel's TUN queue takes the excess (and drops it when full, counted as
+// the device's TX drops) instead of the Router's mailbox growing.
+const routerBudget = 16
+
 // TUNActor owns the tun.Device's I/O.
 type TUNActor struct {
 	cfg  *shared
 	dev  tun.Device
 	done chan struct{} // closed when the reader goroutine has exited
+	stop chan struct{} // closed to stop a reader waiting for budget
 }
 
 // readerStopped reports why the reader goroutine exited.
@@ -81,8 +88,8 @@ func (t *TUNActor) startReader(ctx actor.Context) {
 	if err := t.dev.SetReadDeadline(time.Time{}); err != nil {
 		t.cfg.Logger.Error("failed to clear TUN read deadline", slog.Any("err", err))
 	}
-	t.done = make(chan struct{})
-	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.done)
+	t.done, t.stop = make(chan struct{}), make(chan struct{})
+	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.stop, t.done)
 }
 
 // stopReader unblocks the reader with a deadline and waits for it, so no
@@ -91,6 +98,7 @@ func (t *TUNActor) stopReader() {
 	if t.done == nil {
 		return
 	}
+	close(t.stop)
 	if err := t.dev.SetReadDeadline(time.Now()); err != nil && !errors.Is(err, tun.ErrClosed) {
 		t.cfg.Logger.Error("failed to set TUN read deadline", slog.Any("err", err))
 	}
@@ -113,15 +121,23 @@ func (t *TUNActor) onReaderStopped(ctx actor.Context, err error) {
 // reporting it unless the error is the deadline its owner set to stop it.
 // A panic here is not supervised by protoactor, so it is turned into an
 // error for the actor.
-func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, done chan struct{}) {
+func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, stop, done chan struct{}) {
 	defer close(done)
-	err := readLoop(dev, func(b *messages.ToClient) { sys.Root.Send(router, b) })
+	budget := messages.NewBudget(routerBudget)
+	err := readLoop(dev, func(b *messages.ToClient) error {
+		if !budget.Acquire(&b.Batch, stop) {
+			b.Release()
+			return os.ErrDeadlineExceeded // stopped by the owner
+		}
+		sys.Root.Send(router, b)
+		return nil
+	})
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		sys.Root.Send(self, &readerStopped{err: err})
 	}
 }
 
-func readLoop(dev tun.Device, send func(*messages.ToClient)) (err error) {
+func readLoop(dev tun.Device, send func(*messages.ToClient) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in TUN reader: %v", r)
@@ -146,7 +162,9 @@ func readLoop(dev tun.Device, send func(*messages.ToClient)) (err error) {
 				b.Packets = append(b.Packets, bufs[i][:sizes[i]])
 				bufs[i] = messages.GetPacketBuf(size)
 			}
-			send(b)
+			if err := send(b); err != nil {
+				return err
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("failed to read from TUN %s: %w", dev.Name(), err)

@@ -50,22 +50,22 @@ func ReleasePacket(p []byte) {
 // says where a batch came from.
 type Batch struct {
 	Packets [][]byte
+	budget  Budget // the producer's token, if it took one
 }
 
 // FromClient is a batch of IPv4 packets a client sent in 102 frames, on its
 // way from a session to the TUN device. It may hold a token of its
 // session's Budget, given back when the batch is released, so a client
 // cannot have more than a few batches waiting for the device.
-type FromClient struct {
-	Batch
-	budget Budget
-}
+type FromClient struct{ Batch }
 
-// Budget bounds the batches one session has in flight towards the TUN.
-// The session's reader takes a token before it hands a batch on and
-// blocks while none is left, so a client that sends faster than the
-// device accepts is slowed by TCP flow control instead of queueing
-// without bound in the server.
+// Budget bounds the batches a producer has in flight. A session's reader
+// takes a token per batch towards the TUN and blocks while none is left,
+// so a client that sends faster than the device accepts is slowed by TCP
+// flow control instead of queueing without bound in the server. The TUN
+// reader does the same towards the Router, so a flood from the IPv4 side
+// waits in the kernel's TUN queue (and is dropped there, like at any
+// router) rather than in an unbounded mailbox.
 type Budget chan struct{}
 
 // NewBudget allows n batches in flight.
@@ -73,7 +73,7 @@ func NewBudget(n int) Budget { return make(Budget, n) }
 
 // Acquire takes a token for b, waiting until one is free or done is
 // closed; it reports whether it got one.
-func (bu Budget) Acquire(b *FromClient, done <-chan struct{}) bool {
+func (bu Budget) Acquire(b *Batch, done <-chan struct{}) bool {
 	select {
 	case bu <- struct{}{}:
 		b.budget = bu
@@ -94,28 +94,37 @@ func NewFromClient() *FromClient { return fromPool.Get().(*FromClient) }
 func NewToClient() *ToClient { return toPool.Get().(*ToClient) }
 
 // Release returns the packets and the batch to their pools, and the
-// batch's budget token to its session.
+// batch's budget token to its producer.
 func (b *FromClient) Release() {
-	if b.budget != nil {
-		<-b.budget
-		b.budget = nil
-	}
+	b.giveBack()
 	b.releasePackets()
 	fromPool.Put(b)
 }
 
-// Release returns the packets and the batch to their pools.
+// Release returns the packets and the batch to their pools, and the
+// batch's budget token to its producer.
 func (b *ToClient) Release() {
+	b.giveBack()
 	b.releasePackets()
 	toPool.Put(b)
 }
 
-// Recycle returns an emptied batch to its pool after its packets were moved
-// into other batches (the Router's split by destination).
+// Recycle returns an emptied batch to its pool, and its budget token,
+// after its packets were moved into other batches (the Router's split by
+// destination).
 func (b *ToClient) Recycle() {
+	b.giveBack()
 	clear(b.Packets)
 	b.Packets = b.Packets[:0]
 	toPool.Put(b)
+}
+
+// giveBack returns the batch's budget token, if it holds one.
+func (b *Batch) giveBack() {
+	if b.budget != nil {
+		<-b.budget
+		b.budget = nil
+	}
 }
 
 // Full reports whether the batch has reached BatchCap, so a producer knows
