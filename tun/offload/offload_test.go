@@ -327,7 +327,7 @@ type gso struct {
 	pkt []byte
 }
 
-func gsoOf(t *testing.T, pkts [][]byte) gso {
+func gsoOf(t testing.TB, pkts [][]byte) gso {
 	t.Helper()
 	n, h, head := offload.Coalesce(pkts, make([]byte, offload.MaxCoalescedHeader))
 	if n != len(pkts) {
