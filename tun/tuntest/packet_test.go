@@ -247,3 +247,31 @@ func TestBuildersPanicOnIPv6(t *testing.T) {
 		})
 	}
 }
+
+func TestTCPSegmentBuild(t *testing.T) {
+	seg := tuntest.TCPSegment{
+		Src: netip.MustParseAddrPort("192.0.2.7:40000"), Dst: netip.MustParseAddrPort("198.51.100.2:5201"),
+		ID: 9, Seq: 1000, Ack: 77, Flags: tuntest.TCPAck | tuntest.TCPPsh, Window: 502,
+		Options: []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, Payload: []byte("hello"),
+	}
+	pkt := seg.Build()
+	if len(pkt) != 20+32+5 || !headerOK(pkt) {
+		t.Fatalf("bad IPv4 header or length %d: %x", len(pkt), pkt)
+	}
+	if pkt[6] != 0x40 || pkt[9] != 6 || binary.BigEndian.Uint16(pkt[4:]) != 9 {
+		t.Errorf("DF, protocol or ID wrong: %x", pkt[:20])
+	}
+	tcp := pkt[20:]
+	pseudo := append(bytes.Clone(pkt[12:20]), 0, 6, 0, byte(len(tcp)))
+	if onesSum(pseudo, tcp) != 0xffff {
+		t.Error("TCP checksum does not verify")
+	}
+	if binary.BigEndian.Uint32(tcp[4:]) != 1000 || binary.BigEndian.Uint32(tcp[8:]) != 77 || tcp[12] != 8<<4 || tcp[13] != 0x18 ||
+		binary.BigEndian.Uint16(tcp[14:]) != 502 || string(tcp[32:]) != "hello" {
+		t.Errorf("TCP header fields wrong: %x", tcp)
+	}
+	s, err := tuntest.Parse(pkt)
+	if err != nil || s.Proto != 6 {
+		t.Errorf("Parse = %+v, %v", s, err)
+	}
+}
