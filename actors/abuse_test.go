@@ -236,3 +236,54 @@ func receiveBatch(t *testing.T, got <-chan *messages.ToClient) *messages.ToClien
 		return nil
 	}
 }
+
+// A session whose actor falls behind must not pile batches up in its
+// mailbox: the Router queues at most the session's inbox budget and drops
+// (and counts) the rest, and delivers again once the session catches up.
+func TestRouterBoundsSessionInbox(t *testing.T) {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	defer sys.Shutdown()
+	session := &holder{got: make(chan *messages.ToClient, 4)}
+	sessionPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return session }))
+	dst := netip.MustParseAddr("192.0.2.9")
+	inbox := messages.NewBudget(1)
+	pool := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &routeStub{table: &messages.RouteTable{Routes: []messages.RouteAdd{{Addr: dst, Session: sessionPID, Inbox: inbox}}}}
+	}))
+	metrics := &Metrics{}
+	router := sys.Root.Spawn(actor.PropsFromProducer(newRouter(&shared{Config: Config{Metrics: metrics}.withDefaults(), pool: pool})))
+	defer func() {
+		for _, pid := range []*actor.PID{router, pool, sessionPID} {
+			_ = sys.Root.PoisonFuture(pid).Wait()
+		}
+	}()
+	waitForRoute(t, sys, router)
+
+	pkt := tuntest.UDP(netip.AddrPortFrom(inetHost, 53), netip.AddrPortFrom(dst, 9), []byte("x"))
+	send := func(packets int) {
+		b := messages.NewToClient()
+		for range packets {
+			b.AppendCopy(pkt)
+		}
+		sys.Root.Send(router, b)
+	}
+	send(2)
+	first := receiveBatch(t, session.got) // held: the session has not taken it
+	send(3)                               // no token left: dropped
+	eventually(t, wait, "the drop of 3 packets", func() bool { return metrics.Drops(DropQueueFull) == 3 })
+	select {
+	case b := <-session.got:
+		t.Fatalf("a batch of %d packets went past the full inbox", len(b.Packets))
+	default:
+	}
+	first.Settle() // the session takes it into its own queue
+	send(4)
+	if b := receiveBatch(t, session.got); len(b.Packets) != 4 {
+		t.Fatalf("after the session caught up it got %d packets, want 4", len(b.Packets))
+	} else {
+		b.Release()
+	}
+	first.Release()
+}

@@ -130,7 +130,7 @@ func (p *AddressPool) onClaim(ctx actor.Context, m *messages.LeaseClaim) {
 	delete(p.awaiting, m.Session.Id)
 	if m.Addr.IsValid() {
 		if p.alloc.claim(m.Session.Id, m.Addr) {
-			p.record(ctx, m.Session, m.Client, m.Addr)
+			p.record(ctx, m.Session, m.Client, m.Addr, m.Inbox)
 		} else {
 			p.cfg.Logger.Error("lease claim conflicts with another session; closing the claimant",
 				slog.String("addr", m.Addr.String()), slog.String("session", m.Session.Id))
@@ -163,19 +163,19 @@ func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *
 		return
 	}
 	if _, known := p.leases[m.Session.Id]; !known {
-		p.record(ctx, m.Session, m.Client, addr)
+		p.record(ctx, m.Session, m.Client, addr, m.Inbox)
 	}
 	ctx.Send(reply, &messages.LeaseGranted{Addr: addr})
 }
 
 // record stores a lease, watches its session and tells the Router before
 // anyone learns the address, so no packet for it can arrive unrouted.
-func (p *AddressPool) record(ctx actor.Context, session *actor.PID, client netip.AddrPort, addr netip.Addr) {
-	p.leases[session.Id] = messages.Lease{Addr: addr, Session: session, Client: client, Since: time.Now()}
+func (p *AddressPool) record(ctx actor.Context, session *actor.PID, client netip.AddrPort, addr netip.Addr, inbox messages.Budget) {
+	p.leases[session.Id] = messages.Lease{Addr: addr, Session: session, Client: client, Since: time.Now(), Inbox: inbox}
 	p.cfg.Metrics.PoolLeased.Store(int64(len(p.leases)))
 	p.markDirty(ctx)
 	ctx.Watch(session)
-	ctx.Send(p.cfg.router, &messages.RouteAdd{Addr: addr, Session: session})
+	ctx.Send(p.cfg.router, &messages.RouteAdd{Addr: addr, Session: session, Inbox: inbox})
 }
 
 func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
@@ -199,7 +199,7 @@ func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
 func (p *AddressPool) routeTable() *messages.RouteTable {
 	t := &messages.RouteTable{Routes: make([]messages.RouteAdd, 0, len(p.leases))}
 	for _, l := range p.leases {
-		t.Routes = append(t.Routes, messages.RouteAdd{Addr: l.Addr, Session: l.Session})
+		t.Routes = append(t.Routes, messages.RouteAdd{Addr: l.Addr, Session: l.Session, Inbox: l.Inbox})
 	}
 	return t
 }

@@ -6,14 +6,15 @@ package actors
 //  2. The Router looks up each packet's IPv4 destination in its map and
 //     moves the packet (no copy) into a batch for the owning session.
 //  3. Packets for addresses without a session are dropped and counted.
-//  4. Each per-session batch goes to its session in one message; the
-//     session queues it for its writer, or drops it if that client is slow.
+//  4. Each per-session batch goes to its session in one message if the
+//     session's inbox budget has a token (else it is dropped and counted);
+//     the session queues it for its writer, or drops it if that client is
+//     slow.
 //
 // The map is a cache of the AddressPool's leases: the pool sends every
 // change, and a restarted Router asks the pool for the whole table.
 
 import (
-	"maps"
 	"net/netip"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -24,22 +25,30 @@ import (
 // Router alone owns the IPv4-to-session map used on the data path.
 type Router struct {
 	cfg    *shared
-	routes map[netip.Addr]*actor.PID
+	routes map[netip.Addr]route
 	// scratch is reused across batches: one entry per session that
 	// receives packets from the current batch (usually one or two).
 	scratch []routed
 }
 
-type routed struct {
+// route is where packets for one address go: the session and its inbox
+// budget.
+type route struct {
 	pid   *actor.PID
+	inbox messages.Budget
+}
+
+type routed struct {
+	route
 	batch *messages.ToClient
 }
 
 func newRouter(cfg *shared) actor.Producer {
 	return func() actor.Actor {
-		return &Router{cfg: cfg, routes: make(map[netip.Addr]*actor.PID)}
+		return &Router{cfg: cfg, routes: make(map[netip.Addr]route)}
 	}
 }
+
 
 // Receive handles one message; see the file comment for the data path.
 func (r *Router) Receive(ctx actor.Context) {
@@ -51,16 +60,16 @@ func (r *Router) Receive(ctx actor.Context) {
 	case *messages.RouteTable:
 		clear(r.routes)
 		for _, rt := range m.Routes {
-			r.routes[rt.Addr] = rt.Session
+			r.routes[rt.Addr] = route{pid: rt.Session, inbox: rt.Inbox}
 		}
 	case *messages.RouteAdd:
-		r.routes[m.Addr] = m.Session
+		r.routes[m.Addr] = route{pid: m.Session, inbox: m.Inbox}
 	case *messages.RouteDel:
-		if cur, ok := r.routes[m.Addr]; ok && cur.Equal(m.Session) {
+		if cur, ok := r.routes[m.Addr]; ok && cur.pid.Equal(m.Session) {
 			delete(r.routes, m.Addr)
 		}
 	case *messages.RoutesQuery:
-		ctx.Respond(&messages.Routes{Routes: maps.Clone(r.routes)})
+		ctx.Respond(r.table())
 	case *messages.InjectPanic:
 		panic("injected fault in router: " + m.Reason)
 	}
@@ -71,44 +80,64 @@ func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {
 	// routing panics.
 	defer in.Recycle()
 	for _, pkt := range in.Packets {
-		pid, ok := r.lookup(pkt)
+		rt, ok := r.lookup(pkt)
 		if !ok {
 			r.cfg.Metrics.Drop(DropNoRoute, 1)
 			messages.ReleasePacket(pkt)
 			continue
 		}
-		out := r.batchFor(ctx, pid)
+		out := r.batchFor(ctx, rt)
 		out.Packets = append(out.Packets, pkt)
 	}
 	for i, s := range r.scratch {
-		ctx.Send(s.pid, s.batch)
+		r.deliver(ctx, s.route, s.batch)
 		r.scratch[i] = routed{}
 	}
 	r.scratch = r.scratch[:0]
 }
 
-func (r *Router) lookup(pkt []byte) (*actor.PID, bool) {
-	if len(pkt) < 20 || pkt[0]>>4 != 4 {
-		return nil, false
+// deliver sends b to its session, or drops it when the session already
+// has inboxBatches waiting: the Router never waits for a session.
+func (r *Router) deliver(ctx actor.Context, rt route, b *messages.ToClient) {
+	if !rt.inbox.TryAcquire(&b.Batch) {
+		r.cfg.Metrics.Drop(DropQueueFull, len(b.Packets))
+		b.Release()
+		return
 	}
-	pid, ok := r.routes[netip.AddrFrom4([4]byte(pkt[16:20]))]
-	return pid, ok
+	ctx.Send(rt.pid, b)
 }
 
-// batchFor finds or starts the outgoing batch for pid; a full batch is
+func (r *Router) lookup(pkt []byte) (route, bool) {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return route{}, false
+	}
+	rt, ok := r.routes[netip.AddrFrom4([4]byte(pkt[16:20]))]
+	return rt, ok
+}
+
+// batchFor finds or starts the outgoing batch for rt; a full batch is
 // sent at once so no batch exceeds BatchCap.
-func (r *Router) batchFor(ctx actor.Context, pid *actor.PID) *messages.ToClient {
+func (r *Router) batchFor(ctx actor.Context, rt route) *messages.ToClient {
 	for i := range r.scratch {
-		if r.scratch[i].pid != pid {
+		if r.scratch[i].pid != rt.pid {
 			continue
 		}
 		if r.scratch[i].batch.Full() {
-			ctx.Send(pid, r.scratch[i].batch)
+			r.deliver(ctx, rt, r.scratch[i].batch)
 			r.scratch[i].batch = messages.NewToClient()
 		}
 		return r.scratch[i].batch
 	}
 	b := messages.NewToClient()
-	r.scratch = append(r.scratch, routed{pid: pid, batch: b})
+	r.scratch = append(r.scratch, routed{route: rt, batch: b})
 	return b
+}
+
+// table copies the map for RoutesQuery.
+func (r *Router) table() *messages.Routes {
+	out := make(map[netip.Addr]*actor.PID, len(r.routes))
+	for addr, rt := range r.routes {
+		out[addr] = rt.pid
+	}
+	return &messages.Routes{Routes: out}
 }

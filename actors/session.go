@@ -41,6 +41,11 @@ const (
 // that a flood from many clients cannot exhaust the server's memory.
 const inflightBatches = 8
 
+// inboxBatches bounds the batches the Router may have waiting in a
+// session's mailbox: beyond it the Router drops (queue_full) rather than
+// let a session whose actor is not scheduled pile up packets past -queue.
+const inboxBatches = 16
+
 // leaseRetry is how long a session waits for the pool before asking again
 // (the pool may have crashed while holding the request).
 const leaseRetry = 2 * time.Second
@@ -59,6 +64,7 @@ type Session struct {
 	heard   time.Time
 	out     *outQueue
 	budget  messages.Budget // batches in flight to the TUN
+	inbox   messages.Budget // batches the Router has queued in our mailbox
 	done    chan struct{}   // closed at shutdown: unblocks a reader waiting for budget
 	io      sync.WaitGroup
 	closed  bool
@@ -155,6 +161,7 @@ func (s *Session) start(ctx actor.Context) {
 	s.heard = s.started
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
+	s.inbox = messages.NewBudget(inboxBatches)
 	s.io.Add(2)
 	sys, self := ctx.ActorSystem(), ctx.Self()
 	go readClient(s.conn, s.budget, s.done, s.cfg.Metrics, sys, self, &s.io)
@@ -192,7 +199,7 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 }
 
 func (s *Session) requestLease(ctx actor.Context) {
-	ctx.Request(s.cfg.pool, &messages.LeaseRequest{Session: ctx.Self(), Client: s.client})
+	ctx.Request(s.cfg.pool, &messages.LeaseRequest{Session: ctx.Self(), Client: s.client, Inbox: s.inbox})
 	if s.leaseWait == nil {
 		s.leaseWait = sendAfter(ctx.ActorSystem(), ctx.Self(), leaseRetry, tickLease)
 	} else {
@@ -223,7 +230,7 @@ func (s *Session) replyFrame() []byte {
 func (s *Session) reclaim(ctx actor.Context, pool *actor.PID) {
 	switch s.state {
 	case stateAssigned:
-		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client, Addr: s.addr})
+		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client, Addr: s.addr, Inbox: s.inbox})
 	case stateRequesting:
 		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client})
 		s.requestLease(ctx)
@@ -302,6 +309,7 @@ func (s *Session) drop(r DropReason, pkt []byte) {
 }
 
 func (s *Session) toClient(b *messages.ToClient) {
+	b.Settle() // out of the mailbox: the Router may queue another
 	n, bytes := len(b.Packets), b.Bytes()
 	if s.closed || !s.out.offer(b) {
 		s.cfg.Metrics.Drop(DropQueueFull, n)

@@ -13,6 +13,9 @@ import (
 type LeaseRequest struct {
 	Session *actor.PID
 	Client  netip.AddrPort
+	// Inbox bounds the batches the Router may have queued for the
+	// session (see RouteAdd).
+	Inbox Budget
 }
 
 // LeaseGranted answers a LeaseRequest. The pool has already told the
@@ -33,6 +36,7 @@ type LeaseClaim struct {
 	Session *actor.PID
 	Client  netip.AddrPort
 	Addr    netip.Addr
+	Inbox   Budget
 }
 
 // ReclaimLease asks a session to send its LeaseClaim (if it holds a lease)
@@ -58,6 +62,7 @@ type Lease struct {
 	Session *actor.PID
 	Client  netip.AddrPort
 	Since   time.Time
+	Inbox   Budget
 }
 
 // LeasesQuery asks the pool for a copy of its table (status, tests).
@@ -73,6 +78,11 @@ type LeaseTable struct {
 type RouteAdd struct {
 	Addr    netip.Addr
 	Session *actor.PID
+	// Inbox is the session's budget of batches waiting in its mailbox:
+	// the Router takes a token per batch without waiting and drops the
+	// batch when none is left, so a session whose actor falls behind
+	// cannot pile up batches beyond its queue. Nil means unbounded.
+	Inbox Budget
 }
 
 // RouteDel removes Addr from the Router's map, but only if it still points

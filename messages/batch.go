@@ -119,6 +119,27 @@ func (b *ToClient) Recycle() {
 	toPool.Put(b)
 }
 
+// TryAcquire takes a token for b if one is free, without waiting, and
+// reports whether it did; a nil Budget always succeeds. The Router uses it
+// towards sessions, which it must never wait for.
+func (bu Budget) TryAcquire(b *Batch) bool {
+	if bu == nil {
+		return true
+	}
+	select {
+	case bu <- struct{}{}:
+		b.budget = bu
+		return true
+	default:
+		return false
+	}
+}
+
+// Settle gives the batch's budget token back while the batch itself lives
+// on: a session calls it when it takes a batch from its mailbox into its
+// own bounded queue.
+func (b *Batch) Settle() { b.giveBack() }
+
 // giveBack returns the batch's budget token, if it holds one.
 func (b *Batch) giveBack() {
 	if b.budget != nil {
