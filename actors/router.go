@@ -49,7 +49,6 @@ func newRouter(cfg *shared) actor.Producer {
 	}
 }
 
-
 // Receive handles one message; see the file comment for the data path.
 func (r *Router) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {

@@ -27,9 +27,10 @@ type segment struct {
 // NIC would have built and segments again only if it must.
 //
 // Only what GRO would merge is merged: DF set and no IPv4 options; ACK
-// with at most PSH besides (PSH ends a run); the same addresses, TOS, TTL,
-// ports, acknowledgement, window and TCP options; sequence numbers that
-// follow on; every payload but the last exactly the first one's size. Each
+// with at most PSH besides (PSH ends a run); the same addresses, TOS,
+// TTL, ports, acknowledgement, window, urgent pointer and TCP options;
+// sequence numbers that follow on; every payload but the last exactly the
+// first one's size. Each
 // packet's IPv4 and TCP checksums are verified first, so a corrupt packet
 // is written on its own and dropped by the kernel, never given a fresh
 // checksum by the merge.
@@ -107,6 +108,7 @@ func follows(first []byte, f segment, pkt []byte, s segment, total int) bool {
 		bytes.Equal(a[8:12], b[8:12]) && // acknowledgement
 		a[12] == b[12] && a[13]&^tcpFlagPSH == b[13]&^tcpFlagPSH && // offset, flags
 		bytes.Equal(a[14:16], b[14:16]) && // window
+		bytes.Equal(a[18:20], b[18:20]) && // urgent pointer (meaningless without URG, but kept exact)
 		bytes.Equal(a[20:], b[20:]) // options
 }
 

@@ -27,8 +27,8 @@ func FuzzSplit(f *testing.F) {
 			return
 		}
 		want, got := s.Segments(), 0
+		buf := make([]byte, 1500)
 		for !s.Done() {
-			buf := make([]byte, 1500)
 			n, err := s.Next(buf)
 			if err != nil {
 				return

@@ -199,6 +199,7 @@ func TestCoalesceRefuses(t *testing.T) {
 		{"sequence gap", func(p [][]byte) { p[1][27]++; resum(p[1]) }},
 		{"other acknowledgement", func(p [][]byte) { p[1][31]++; resum(p[1]) }},
 		{"other window", func(p [][]byte) { p[1][35]++; resum(p[1]) }},
+		{"other urgent pointer", func(p [][]byte) { p[1][39] = 1; resum(p[1]) }},
 		{"other timestamp", func(p [][]byte) { p[1][47]++; resum(p[1]) }},
 		{"other TTL", func(p [][]byte) { p[1][8]--; resum(p[1]) }},
 		{"other TOS", func(p [][]byte) { p[1][1] = 0x10; resum(p[1]) }},
