@@ -150,8 +150,15 @@ type outItem struct {
 	frame []byte
 }
 
+// outQueueSlots bounds the items (batches or control frames) queued for
+// the writer, besides the bound in packets. Every session carries the
+// channel's buffer for life (32 bytes a slot), so it is sized for memory:
+// 32 slots keep a writer that is busy with one write fed, and the packet
+// bound (-queue) is what limits a slow client.
+const outQueueSlots = 32
+
 func newOutQueue(limitPackets int, queued *atomic.Int64) *outQueue {
-	return &outQueue{ch: make(chan outItem, 64), queued: queued, limit: int64(limitPackets)}
+	return &outQueue{ch: make(chan outItem, outQueueSlots), queued: queued, limit: int64(limitPackets)}
 }
 
 // offer queues a batch unless that would exceed the bound; it never blocks,
