@@ -249,19 +249,31 @@ func (d *Linux) Read(bufs [][]byte, sizes []int) (int, error) {
 // tells the caller to wait on the netpoller when nothing was read yet.
 func drain(fd int, bufs [][]byte, sizes []int, n int) (int, error) {
 	for n < len(bufs) {
-		size, err := unix.Read(fd, bufs[n])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return n, nil
-		case err != nil:
+		size, ok, err := readPacket(fd, bufs[n])
+		if !ok {
 			return n, err
 		}
 		sizes[n] = size
 		n++
 	}
 	return n, nil
+}
+
+// readPacket reads one packet into buf, retrying when interrupted. ok is
+// false when the fd would block (err is nil then) or the read failed.
+func readPacket(fd int, buf []byte) (size int, ok bool, err error) {
+	for {
+		size, err = unix.Read(fd, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, false, nil
+		case err != nil:
+			return 0, false, err
+		}
+		return size, true, nil
+	}
 }
 
 // Write hands the packets to the kernel. With offloads, runs of one TCP

@@ -104,13 +104,8 @@ func (v *vnet) drain(fd int, bufs [][]byte, sizes []int, n int) (int, error) {
 			n = v.emit(bufs, sizes, n)
 			continue
 		}
-		size, err := unix.Read(fd, v.rbuf)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return n, nil
-		case err != nil:
+		size, ok, err := readPacket(fd, v.rbuf)
+		if !ok {
 			return n, err
 		}
 		n = v.unpack(v.rbuf[:size], bufs, sizes, n)
