@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -186,9 +185,7 @@ func (h *holder) Receive(ctx actor.Context) {
 // the Router's mailbox: the TUN reader has at most routerBudget batches in
 // flight and reads again only when the Router gives one back.
 func TestTUNReaderIsBoundedByRouter(t *testing.T) {
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.DiscardHandler)
-	}))
+	sys := quietSystem()
 	defer sys.Shutdown()
 	h := &holder{got: make(chan *messages.ToClient, 2*routerBudget)}
 	router := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h }))
@@ -241,9 +238,7 @@ func receiveBatch(t *testing.T, got <-chan *messages.ToClient) *messages.ToClien
 // mailbox: the Router queues at most the session's inbox budget and drops
 // (and counts) the rest, and delivers again once the session catches up.
 func TestRouterBoundsSessionInbox(t *testing.T) {
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.DiscardHandler)
-	}))
+	sys := quietSystem()
 	defer sys.Shutdown()
 	session := &holder{got: make(chan *messages.ToClient, 4)}
 	sessionPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return session }))

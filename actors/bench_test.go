@@ -89,9 +89,7 @@ func BenchmarkDownlink(b *testing.B) {
 }
 
 func benchDownlinkActors(b *testing.B) {
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}))
+	sys := quietSystem()
 	defer sys.Shutdown()
 	metrics := &Metrics{}
 	s := &sink{want: b.N * benchBatch, m: metrics, done: make(chan struct{})}

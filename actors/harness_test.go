@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
 
 	"github.com/4over6d/4over6d/messages"
@@ -269,4 +270,12 @@ func (h *harness) leaseCount() int {
 
 func ping(src, dst netip.Addr, seq uint16) []byte {
 	return tuntest.Ping(src, dst, 7, seq, []byte("4over6 test payload"))
+}
+
+// quietSystem is a bare actor system for tests that drive single actors
+// without the engine; protoactor's own logging is discarded.
+func quietSystem() *actor.ActorSystem {
+	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
 }
