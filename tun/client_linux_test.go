@@ -39,20 +39,10 @@ func TestClientConfigValidate(t *testing.T) {
 // openClientInNS opens a client TUN inside ns, closed when the test ends.
 func openClientInNS(t *testing.T, ns *netnstest.NS, addr netip.Addr, offload bool) *Linux {
 	t.Helper()
-	var dev *Linux
-	err := ns.Do(func() error {
-		var err error
-		dev, err = OpenClient(ClientConfig{Name: testTUN, MTU: testMTU, Addr: addr, Offload: offload})
-		return err
+	dev := openedInNS(t, ns, "OpenClient", func() (*Linux, error) {
+		return OpenClient(ClientConfig{Name: testTUN, MTU: testMTU, Addr: addr, Offload: offload})
 	})
-	if err != nil {
-		t.Fatalf("OpenClient in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(func() {
-		if err := dev.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	requireOffload(t, dev, offload)
 	return dev
 }
 

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -11,28 +12,39 @@ import (
 	"go.uber.org/goleak"
 )
 
-// openInNS opens the test TUN inside ns and closes it when the test ends,
-// before the namespace is removed.
-func openInNS(t *testing.T, ns *netnstest.NS, name string, offload bool) *Linux {
+// openedInNS runs open inside ns, fails the test if it fails, and closes
+// what it opened when the test ends, before the namespace is removed.
+func openedInNS[T io.Closer](t *testing.T, ns *netnstest.NS, what string, open func() (T, error)) T {
 	t.Helper()
-	var dev *Linux
-	err := ns.Do(func() error {
-		var err error
-		dev, err = Open(Config{Name: name, MTU: testMTU, Prefix: testPool, Offload: offload})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("Open in %s: %v", ns.Name, err)
-	}
-	if on, why := dev.Offload(); on != offload {
-		t.Fatalf("Open with Offload %v: offloads on = %v (%v)", offload, on, why)
+	var v T
+	if err := ns.Do(func() (err error) { v, err = open(); return err }); err != nil {
+		t.Fatalf("%s in %s: %v", what, ns.Name, err)
 	}
 	t.Cleanup(func() {
-		if err := dev.Close(); err != nil {
-			t.Errorf("Close: %v", err)
+		if err := v.Close(); err != nil {
+			t.Errorf("%s: Close: %v", what, err)
 		}
 	})
+	return v
+}
+
+// openInNS opens the test TUN inside ns, closed when the test ends.
+func openInNS(t *testing.T, ns *netnstest.NS, name string, offload bool) *Linux {
+	t.Helper()
+	dev := openedInNS(t, ns, "Open", func() (*Linux, error) {
+		return Open(Config{Name: name, MTU: testMTU, Prefix: testPool, Offload: offload})
+	})
+	requireOffload(t, dev, offload)
 	return dev
+}
+
+// requireOffload fails the test unless the device's offloads are as asked:
+// a silent fallback would make the offload tests test the plain path.
+func requireOffload(t *testing.T, dev *Linux, offload bool) {
+	t.Helper()
+	if on, why := dev.Offload(); on != offload {
+		t.Fatalf("opened with Offload %v: offloads on = %v (%v)", offload, on, why)
+	}
 }
 
 func addrs(t *testing.T, ns *netnstest.NS, link netlink.Link, family int) []string {

@@ -183,21 +183,7 @@ func TestNATMasqueradesPoolTraffic(t *testing.T) {
 // setupNAT installs the table inside ns and removes it when the test ends.
 func setupNAT(t *testing.T, ns *netnstest.NS, cfg NATConfig) *NAT {
 	t.Helper()
-	var nat *NAT
-	err := ns.Do(func() error {
-		var err error
-		nat, err = SetupNAT(cfg)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("SetupNAT in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(func() {
-		if err := nat.Close(); err != nil {
-			t.Errorf("NAT Close: %v", err)
-		}
-	})
-	return nat
+	return openedInNS(t, ns, "SetupNAT", func() (*NAT, error) { return SetupNAT(cfg) })
 }
 
 // withNFT runs f with an nftables connection inside ns.
