@@ -104,16 +104,22 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		_ = ln.Close()
 		return err
 	}
+	// The admin endpoint ends with serve, however serve ends: on a
+	// signal, and also when the server gives up (the signal context is
+	// still live then, and waiting for it would keep the process, its
+	// TUN device and its NAT table alive).
+	adminCtx, stopAdmin := context.WithCancel(ctx)
+	defer stopAdmin()
 	waitAdmin := func() {}
 	if o.admin != "off" {
 		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
 			offload: newOffloadCollector(offloadOn, dev.OffloadStats)}
-		if waitAdmin, err = serveAdmin(ctx, o.admin, a, log); err != nil {
+		if waitAdmin, err = serveAdmin(adminCtx, o.admin, a, log); err != nil {
 			_ = srv.Close()
 			return err
 		}
 	}
-	defer waitAdmin()
+	defer func() { stopAdmin(); waitAdmin() }()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
 		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn))
 	if failure := waitReloading(ctx, o, srv, log); failure != nil {
