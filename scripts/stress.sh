@@ -61,15 +61,22 @@ else
 fi
 
 logdir=$(mktemp -d -t 4over6d-stress.XXXXXX)
-busy=
+busy= run=
 cleanup() {
-	if [[ -n $busy ]]; then
-		kill "$busy" 2>/dev/null || true
-		wait "$busy" 2>/dev/null || true
-	fi
+	# Only the processes this script started, by PID: the busy loop and
+	# the timeout(1) of the current run (which passes the signal on to go
+	# test).
+	for pid in $run $busy; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+interrupted() {
+	echo "stress: interrupted; logs in $logdir (a test killed mid-run skips its cleanup: check ip netns list)" >&2
+	exit 130
+}
+trap interrupted INT TERM
 
 # The backstop for a whole run: twice the per-package timeout.
 backstop=$((${per_run_timeout%?} * 2))${per_run_timeout: -1}
@@ -95,9 +102,14 @@ for ((i = 1; i <= runs; i++)); do
 	set +e
 	# The outer timeout is a backstop for a hang outside any test binary
 	# (go test's own -timeout covers each package).
+	# It runs in the background so that a signal to this script is acted
+	# on at once (bash defers traps while a foreground command runs).
 	timeout --kill-after=30s "$backstop" \
-		go test -race -count=1 -timeout "$per_run_timeout" -v "${args[@]}" >"$log" 2>&1
+		go test -race -count=1 -timeout "$per_run_timeout" -v "${args[@]}" >"$log" 2>&1 &
+	run=$!
+	wait "$run"
 	status=$?
+	run=
 	set -e
 	took=$((SECONDS - start))
 	if ((status == 0)) && [[ $(id -u) -eq 0 ]] && grep -q -- '--- SKIP' "$log"; then
