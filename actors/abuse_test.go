@@ -3,6 +3,9 @@ package actors
 import (
 	"net"
 	"net/netip"
+	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +134,16 @@ func (d *gatedDevice) Write(bufs [][]byte) (int, error) {
 // A client that sends faster than the device accepts is slowed down by
 // TCP (its session stops reading) instead of filling the server's memory;
 // nothing it sent is lost once the device catches up.
+//
+// The bound is shown by an event, not by waiting a while: with the device
+// stalled, the session's socket reader must end up parked in
+// Budget.Acquire, which happens only when all inflightBatches tokens are
+// held by batches on their way to the TUN; from then on it reads nothing
+// more from the socket. Every batch holds at most messages.BatchCap
+// packets, so the packets the session took in can never exceed
+// inflightBatches*BatchCap while the device is stalled; this is checked at
+// every sample while waiting and once the reader is parked. A reader that
+// never blocks (no budget) never parks and fails the wait.
 func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	dev := &gatedDevice{Device: tuntest.New("gated0", 1500), gate: make(chan struct{})}
 	opened := false
@@ -152,13 +165,18 @@ func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() { _, err := c.conn.Write(stream); sent <- err }()
 
-	time.Sleep(300 * time.Millisecond)
-	// The budget (inflightBatches = 8 batches of up to 64 packets) plus
-	// the batch inside the stalled Write, rounded up.
-	const bound = 1024
-	if got := h.srv.Metrics().PacketsIn.Load(); got > bound {
-		t.Fatalf("with the device stalled the session took in %d packets; its budget allows %d", got, bound)
+	const bound = inflightBatches * messages.BatchCap
+	checkBound := func() {
+		t.Helper()
+		if got := h.srv.Metrics().PacketsIn.Load(); got > bound {
+			t.Fatalf("with the device stalled the session took in %d packets; its budget allows %d", got, bound)
+		}
 	}
+	eventually(t, wait, "the session's reader to block on its exhausted budget", func() bool {
+		checkBound()
+		return goroutineParked("[select", "actors.readClient(", "messages.Budget.Acquire(")
+	})
+	checkBound()
 	open()
 	if err := <-sent; err != nil {
 		t.Fatalf("client write: %v", err)
@@ -169,6 +187,33 @@ func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	if d := h.srv.Metrics().Drops(DropNotIPv4) + h.srv.Metrics().Drops(DropTUNWrite); d != 0 {
 		t.Fatalf("%d packets dropped", d)
 	}
+}
+
+// goroutineParked reports whether some goroutine is parked in the given
+// scheduler state (e.g. "[select", "[chan receive", "[IO wait") with every
+// one of frames (function names) on its stack. Tests use it to wait for a
+// goroutine to be blocked where a bound says it must block, instead of
+// sleeping and hoping it got there.
+func goroutineParked(state string, frames ...string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if !strings.Contains(header, state) {
+			continue
+		}
+		if !slices.ContainsFunc(frames, func(f string) bool { return !strings.Contains(g, f) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // holder is a stand-in Router that keeps every batch it gets until the

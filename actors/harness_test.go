@@ -237,17 +237,6 @@ func (h *harness) written(timeout time.Duration) []byte {
 	}
 }
 
-// noWrite asserts nothing reaches the TUN for a while.
-func (h *harness) noWrite(d time.Duration) {
-	h.t.Helper()
-	select {
-	case p := <-h.dev.Written():
-		s, _ := tuntest.Parse(p)
-		h.t.Fatalf("unexpected packet on TUN: %+v", s)
-	case <-time.After(d):
-	}
-}
-
 // eventually polls cond until it holds or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,6 +159,30 @@ func readAsync(dev Device) <-chan readResult {
 		done <- readResult{n, err}
 	}()
 	return done
+}
+
+// awaitReadParked waits until a Read started by readAsync is parked in the
+// Go netpoller ("IO wait"), that is, it found the TUN queue empty and is
+// blocked waiting for the fd to become readable. Tests that unblock a
+// pending Read wait for this instead of sleeping, so they always exercise
+// a Read that is really blocked, not one that has not started yet.
+func awaitReadParked(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(header, "[IO wait") && strings.Contains(g, "tun.readAsync.func") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pending Read never blocked in the netpoller")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func await(t *testing.T, pending <-chan readResult) readResult {

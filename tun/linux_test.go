@@ -198,7 +198,7 @@ func TestSetReadDeadlineUnblocksRead(t *testing.T) {
 		ns := netnstest.New(t, "tun-deadline")
 		dev := openInNS(t, ns, testTUN, offload)
 		pending := readAsync(dev)
-		time.Sleep(20 * time.Millisecond)
+		awaitReadParked(t)
 		if err := dev.SetReadDeadline(time.Now()); err != nil {
 			t.Fatalf("SetReadDeadline: %v", err)
 		}
@@ -222,7 +222,7 @@ func TestCloseUnblocksReadAndDeletesLink(t *testing.T) {
 		ns := netnstest.New(t, "tun-close")
 		dev := openInNS(t, ns, testTUN, offload)
 		pending := readAsync(dev)
-		time.Sleep(20 * time.Millisecond)
+		awaitReadParked(t)
 		if err := dev.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
