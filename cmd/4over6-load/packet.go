@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun/checksum"
 )
 
 const (
@@ -50,18 +51,6 @@ func (f *udpFrame) next() []byte {
 		binary.BigEndian.PutUint64(pkt[ipv4HeaderLen+udpHeaderLen:], f.seq)
 	}
 	pkt[10], pkt[11] = 0, 0
-	binary.BigEndian.PutUint16(pkt[10:], ipv4Checksum(pkt[:ipv4HeaderLen]))
+	binary.BigEndian.PutUint16(pkt[10:], checksum.Checksum(pkt[:ipv4HeaderLen], 0))
 	return f.buf
-}
-
-// ipv4Checksum is the Internet checksum of an IPv4 header.
-func ipv4Checksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/4over6d/4over6d/cmd/internal/logflag"
 )
 
-// Defaults of the lab protocol (PROTOCOL.md): the server's heartbeat and
+// Defaults of the lab protocol (docs/protocol.md): the server's heartbeat and
 // liveness intervals, and a TUN MTU that keeps packets at 1500 bytes.
 const (
 	defaultTUN       = "4over6c"

@@ -3,6 +3,8 @@ package offload
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/4over6d/4over6d/tun/checksum"
 )
 
 // MaxCoalescedHeader is the largest IPv4+TCP header Coalesce writes into
@@ -83,7 +85,7 @@ func mergeable(pkt []byte) (segment, bool) {
 		ip[6] != ipFlagDF || ip[7] != 0, // DF set, MF clear, offset 0
 		flags&^tcpFlagPSH != tcpFlagACK,
 		binary.BigEndian.Uint16(ip[10:]) != ipHeaderChecksum(ip),
-		fold(sum(tcp, pseudoHeader(ip, protoTCP, len(tcp)))) != 0xffff:
+		checksum.Fold(checksum.Sum(tcp, pseudoHeader(ip, protoTCP, len(tcp)))) != 0xffff:
 		return segment{}, false
 	}
 	return segment{
@@ -123,6 +125,6 @@ func mergedHeader(scratch, first []byte, payload int, last []byte) []byte {
 	binary.BigEndian.PutUint16(ip[2:], uint16(len(head)+payload))
 	binary.BigEndian.PutUint16(ip[10:], ipHeaderChecksum(ip))
 	tcp[13] |= last[ipv4MinHeader+13] & tcpFlagPSH
-	binary.BigEndian.PutUint16(tcp[16:], fold(pseudoHeader(ip, protoTCP, len(tcp)+payload)))
+	binary.BigEndian.PutUint16(tcp[16:], checksum.Fold(pseudoHeader(ip, protoTCP, len(tcp)+payload)))
 	return head
 }

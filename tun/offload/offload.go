@@ -19,6 +19,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/4over6d/4over6d/tun/checksum"
 )
 
 // HeaderLen is the size of the virtio-net header in front of every packet
@@ -109,7 +111,7 @@ func CompleteChecksum(h Header, pkt []byte) error {
 	if field+2 > len(pkt) || start < ipv4MinHeader {
 		return malformed("checksum at %d+%d outside a %d-byte packet", h.CsumStart, h.CsumOffset, len(pkt))
 	}
-	check := ^fold(sum(pkt[start:], 0))
+	check := ^checksum.Fold(checksum.Sum(pkt[start:], 0))
 	if check == 0 && len(pkt) > 9 && pkt[9] == protoUDP {
 		check = 0xffff // zero means "no checksum" in UDP (RFC 768)
 	}

@@ -1,6 +1,10 @@
 package offload
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/4over6d/4over6d/tun/checksum"
+)
 
 // Splitter cuts one TCP/IPv4 GSO packet into the segments the kernel would
 // have put on a wire, one per Next call, so a reader can spread a 64 KiB
@@ -107,5 +111,5 @@ func (s *Splitter) fixHeaders(seg []byte, last bool) {
 		tcp[13] &^= tcpFlagCWR
 	}
 	binary.BigEndian.PutUint16(tcp[16:], 0)
-	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(tcp, pseudoHeader(ip, protoTCP, len(tcp)))))
+	binary.BigEndian.PutUint16(tcp[16:], ^checksum.Fold(checksum.Sum(tcp, pseudoHeader(ip, protoTCP, len(tcp)))))
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/4over6d/4over6d/tun"
+	"github.com/4over6d/4over6d/tun/checksum"
 )
 
 const (
@@ -48,7 +49,7 @@ func icmpEcho(typ uint8, src, dst netip.Addr, id, seq uint16, payload []byte) []
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
 	copy(icmp[icmpHeaderLen:], payload)
-	binary.BigEndian.PutUint16(icmp[2:], ^fold(sum(0, icmp)))
+	binary.BigEndian.PutUint16(icmp[2:], checksum.Checksum(icmp, 0))
 	return pkt
 }
 
@@ -62,7 +63,7 @@ func UDP(src, dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
 	copy(udp[udpHeaderLen:], payload)
-	check := ^fold(sum(pseudoHeader(pkt), udp))
+	check := checksum.Checksum(udp, pseudoHeader(pkt))
 	if check == 0 {
 		// Zero means "no checksum" in UDP over IPv4 (RFC 768).
 		check = 0xffff
@@ -89,7 +90,7 @@ func ipv4(proto uint8, src, dst netip.Addr, l4Len int) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(pkt[12:], s[:])
 	copy(pkt[16:], d[:])
-	binary.BigEndian.PutUint16(pkt[10:], ^fold(sum(0, pkt[:ipv4HeaderLen])))
+	binary.BigEndian.PutUint16(pkt[10:], checksum.Checksum(pkt[:ipv4HeaderLen], 0))
 	return pkt
 }
 
@@ -128,7 +129,7 @@ func Parse(pkt []byte) (Summary, error) {
 	if hlen < ipv4HeaderLen || total < hlen || total > len(pkt) {
 		return Summary{}, malformed("header length %d and total length %d in %d bytes", hlen, total, len(pkt))
 	}
-	if fold(sum(0, pkt[:hlen])) != 0xffff {
+	if checksum.Fold(checksum.Sum(pkt[:hlen], 0)) != 0xffff {
 		return Summary{}, malformed("bad IPv4 header checksum")
 	}
 	pkt = pkt[:total]
@@ -155,7 +156,7 @@ func parseICMP(s Summary, icmp []byte) (Summary, error) {
 	if len(icmp) < icmpHeaderLen {
 		return Summary{}, malformed("%d-byte ICMP message", len(icmp))
 	}
-	if fold(sum(0, icmp)) != 0xffff {
+	if checksum.Fold(checksum.Sum(icmp, 0)) != 0xffff {
 		return Summary{}, malformed("bad ICMP checksum")
 	}
 	s.ICMPType = icmp[0]
@@ -174,7 +175,7 @@ func parseUDP(s Summary, pkt, udp []byte) (Summary, error) {
 	if n := int(binary.BigEndian.Uint16(udp[4:])); n != len(udp) {
 		return Summary{}, malformed("UDP length %d in %d bytes", n, len(udp))
 	}
-	if binary.BigEndian.Uint16(udp[6:]) != 0 && fold(sum(pseudoHeader(pkt), udp)) != 0xffff {
+	if binary.BigEndian.Uint16(udp[6:]) != 0 && checksum.Fold(checksum.Sum(udp, pseudoHeader(pkt))) != 0xffff {
 		return Summary{}, malformed("bad UDP checksum")
 	}
 	s.SrcPort = binary.BigEndian.Uint16(udp[0:])
@@ -188,32 +189,10 @@ func malformed(format string, args ...any) error {
 }
 
 // pseudoHeader is the partial sum of the IPv4 pseudo-header that the UDP
-// checksum covers: addresses, protocol and UDP length.
-func pseudoHeader(pkt []byte) uint32 {
+// and TCP checksums cover: addresses, protocol and L4 length.
+func pseudoHeader(pkt []byte) uint64 {
 	hlen := int(pkt[0]&0x0f) * 4
-	s := sum(0, pkt[12:20])
-	return s + uint32(pkt[9]) + uint32(len(pkt)-hlen)
-}
-
-// sum adds b to the running ones'-complement sum acc as big-endian 16-bit
-// words, padding an odd tail with zero (RFC 1071).
-func sum(acc uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
-	return acc
-}
-
-// fold reduces a running sum to 16 bits by adding the carries back in.
-func fold(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
+	return checksum.Sum(pkt[12:20], uint64(pkt[9])+uint64(len(pkt)-hlen))
 }
 
 // TCP flag bits for TCPSegment.Flags.
@@ -256,7 +235,7 @@ func (s TCPSegment) Build() []byte {
 	binary.BigEndian.PutUint16(pkt[4:], s.ID)
 	binary.BigEndian.PutUint16(pkt[6:], ipv4FlagDF)
 	pkt[10], pkt[11] = 0, 0
-	binary.BigEndian.PutUint16(pkt[10:], ^fold(sum(0, pkt[:ipv4HeaderLen])))
+	binary.BigEndian.PutUint16(pkt[10:], checksum.Checksum(pkt[:ipv4HeaderLen], 0))
 	tcp := pkt[ipv4HeaderLen:]
 	binary.BigEndian.PutUint16(tcp[0:], s.Src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], s.Dst.Port())
@@ -267,6 +246,6 @@ func (s TCPSegment) Build() []byte {
 	binary.BigEndian.PutUint16(tcp[14:], s.Window)
 	copy(tcp[tcpHeaderLen:], s.Options)
 	copy(tcp[hlen:], s.Payload)
-	binary.BigEndian.PutUint16(tcp[16:], ^fold(sum(pseudoHeader(pkt), tcp)))
+	binary.BigEndian.PutUint16(tcp[16:], checksum.Checksum(tcp, pseudoHeader(pkt)))
 	return pkt
 }

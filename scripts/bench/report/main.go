@@ -82,29 +82,15 @@ func readJSON(path string, v any) error {
 // Markdown file, appending the section if the file has no such markers and
 // creating the file if needed.
 func replaceSection(path, section, body string) error {
-	begin := fmt.Sprintf("<!-- BEGIN %s: generated, do not edit by hand -->", section)
-	end := fmt.Sprintf("<!-- END %s -->", section)
 	old, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		old = []byte("# Performance\n")
 	} else if err != nil {
 		return err
 	}
-	block := begin + "\n" + strings.TrimSpace(body) + "\n" + end
-	var out []byte
-	i := bytes.Index(old, []byte(begin))
-	j := bytes.Index(old, []byte(end))
-	switch {
-	case i >= 0 && j > i:
-		out = append(out, old[:i]...)
-		out = append(out, block...)
-		out = append(out, old[j+len(end):]...)
-	case i >= 0 || j >= 0:
-		return fmt.Errorf("%s: unbalanced markers for %s", path, section)
-	default:
-		out = append(bytes.TrimRight(old, "\n"), "\n\n"...)
-		out = append(out, block...)
-		out = append(out, '\n')
+	out, err := withSection(old, section, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -114,6 +100,31 @@ func replaceSection(path, section, body string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// withSection returns doc with body as the generated section named
+// section: the text between its BEGIN and END markers is replaced, or, if
+// doc has neither marker, the section is appended. A document with more than
+// one BEGIN or END marker for the section, or an END before its BEGIN, is
+// refused rather than rewritten, since replacing one copy would leave the
+// other standing as stale text.
+func withSection(doc []byte, section, body string) ([]byte, error) {
+	begin := fmt.Sprintf("<!-- BEGIN %s: generated, do not edit by hand -->", section)
+	end := fmt.Sprintf("<!-- END %s -->", section)
+	block := begin + "\n" + strings.TrimSpace(body) + "\n" + end
+	nb, ne := bytes.Count(doc, []byte(begin)), bytes.Count(doc, []byte(end))
+	if nb == 0 && ne == 0 {
+		out := append(bytes.TrimRight(bytes.Clone(doc), "\n"), "\n\n"...)
+		out = append(out, block...)
+		return append(out, '\n'), nil
+	}
+	i, j := bytes.Index(doc, []byte(begin)), bytes.Index(doc, []byte(end))
+	if nb != 1 || ne != 1 || j < i {
+		return nil, fmt.Errorf("markers for %s: %d BEGIN and %d END, want one of each in that order", section, nb, ne)
+	}
+	out := append([]byte{}, doc[:i]...)
+	out = append(out, block...)
+	return append(out, doc[j+len(end):]...), nil
 }
 
 // ratio formats a/b as "1.23×", or "–" when either is missing.
