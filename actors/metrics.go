@@ -3,6 +3,8 @@ package actors
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 // DropReason says why a packet was not delivered. Drops are counted by
@@ -20,11 +22,12 @@ const (
 	DropQueueFull                        // the client's queue towards it is full
 	DropTUNWrite                         // the device refused the packet
 	DropClientToClient                   // to the pool while client-to-client traffic is off
+	DropNotAssigned                      // TUN packet for a session that has not sent its 101 yet
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write", "client_to_client",
+	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write", "client_to_client", "not_assigned",
 }
 
 // String is the metric label for the reason.
@@ -56,10 +59,11 @@ const (
 	FrameTooLarge   FrameError = iota // declared length beyond any IPv4 packet: framing lost
 	FrameTruncated                    // connection ended inside a frame
 	FrameUnknownTyp                   // a type we do not speak (consumed and ignored)
+	FrameStalled                      // a frame did not complete within -timeout of its first bytes
 	numFrameErrors
 )
 
-var frameErrNames = [numFrameErrors]string{"too_large", "truncated", "unknown_type"}
+var frameErrNames = [numFrameErrors]string{"too_large", "truncated", "unknown_type", "stalled"}
 
 // String is the metric label for the frame error.
 func (f FrameError) String() string { return frameErrNames[f] }
@@ -94,16 +98,57 @@ const (
 	CloseWriteError                          // the socket failed or stalled while writing
 	CloseLeaseDenied                         // no address for this client
 	ClosePanic                               // the session actor or its reader panicked
+	CloseFrameStalled                        // a frame did not complete within -timeout
 	numCloseReasons
 )
 
 var closeNames = [numCloseReasons]string{
 	"stopped", "client_closed", "timeout", "handshake_timeout", "framing_lost",
-	"truncated", "read_error", "write_error", "lease_denied", "panic",
+	"truncated", "read_error", "write_error", "lease_denied", "panic", "frame_stalled",
 }
 
 // String is the metric label for the reason.
 func (r CloseReason) String() string { return closeNames[r] }
+
+// FrameType groups the frames clients send, for frames_total: the types
+// the protocol gives a client, and everything else.
+type FrameType int
+
+// Frame types counted by frames_total.
+const (
+	FrameTypeIPRequest FrameType = iota // 100
+	FrameTypeData                       // 102
+	FrameTypeHeartbeat                  // 104
+	FrameTypeEncrypt                    // 200
+	FrameTypeUnknown                    // any other type
+	numFrameTypes
+)
+
+var frameTypeNames = [numFrameTypes]string{"100", "102", "104", "200", "unknown"}
+
+// String is the metric label for the type.
+func (t FrameType) String() string { return frameTypeNames[t] }
+
+func frameTypeOf(typ byte) FrameType {
+	switch typ {
+	case messages.TypeIPRequest:
+		return FrameTypeIPRequest
+	case messages.TypeDataRequest:
+		return FrameTypeData
+	case messages.TypeHeartbeat:
+		return FrameTypeHeartbeat
+	case messages.TypeEncryptRequest:
+		return FrameTypeEncrypt
+	}
+	return FrameTypeUnknown
+}
+
+// frameCounts are a reader's own counts, added to Metrics in one go when
+// the reader would block, so a flood of tiny frames costs no atomic
+// operation per frame.
+type frameCounts [numFrameTypes]uint64
+
+func (c *frameCounts) count(typ byte) { c[frameTypeOf(typ)]++ }
 
 // setupBuckets are the upper bounds, in seconds, of the session setup
 // latency histogram (accept to 101 queued).
@@ -128,6 +173,7 @@ type Metrics struct {
 	frameErrors    [numFrameErrors]atomic.Uint64
 	refused        [numRefuseReasons]atomic.Uint64
 	closed         [numCloseReasons]atomic.Uint64
+	frames         [numFrameTypes]atomic.Uint64
 	setupCounts    [13]atomic.Uint64 // per bucket of setupBuckets, plus +Inf
 	setupSumNanos  atomic.Uint64
 }
@@ -180,6 +226,23 @@ func (m *Metrics) Failures(k ActorKind) uint64 { return m.failures[k].Load() }
 
 // FrameError counts one protocol violation of kind f.
 func (m *Metrics) FrameError(f FrameError) { m.frameErrors[f].Add(1) }
+
+// CountFrames adds a reader's counts and zeroes them; frames of unknown
+// type are also frame errors.
+func (m *Metrics) CountFrames(c *frameCounts) {
+	for t, n := range c {
+		if n != 0 {
+			m.frames[t].Add(n)
+			c[t] = 0
+			if FrameType(t) == FrameTypeUnknown {
+				m.frameErrors[FrameUnknownTyp].Add(n)
+			}
+		}
+	}
+}
+
+// Frames reads the frame counter for t.
+func (m *Metrics) Frames(t FrameType) uint64 { return m.frames[t].Load() }
 
 // FrameErrors reads the frame-error counter for f.
 func (m *Metrics) FrameErrors(f FrameError) uint64 { return m.frameErrors[f].Load() }

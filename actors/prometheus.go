@@ -11,7 +11,7 @@ type Collector struct {
 	sessions, sessionsTotal, closedTotal  *prometheus.Desc
 	poolSize, poolLeased, denials         *prometheus.Desc
 	packets, bytes, drops, failures, errs *prometheus.Desc
-	refused, closedBy, setup              *prometheus.Desc
+	refused, closedBy, setup, frames      *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -35,13 +35,14 @@ func NewCollector(m *Metrics) *Collector {
 		closedBy:      d("sessions_closed_by_reason_total", "Client sessions ended, by reason.", "reason"),
 		setup:         d("session_setup_seconds", "Time from accepting a connection to queueing its 101 reply."),
 		refused:       d("connections_refused_total", "Connections closed before becoming a session, by reason.", "reason"),
+		frames:        d("frames_total", "Frames received from clients, by type (100, 102, 104, 200, unknown).", "type"),
 	}
 }
 
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
-		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup} {
+		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames} {
 		ch <- d
 	}
 }
@@ -81,5 +82,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for f := range numFrameErrors {
 		counter(c.errs, m.FrameErrors(f), f.String())
+	}
+	for t := range numFrameTypes {
+		counter(c.frames, m.Frames(t), t.String())
 	}
 }

@@ -10,11 +10,13 @@ package actors
 //  3. The rest go to the TUN actor in the same batch.
 //
 // And of the TUN-to-client path: *messages.ToClient batches from the Router
-// go into the bounded queue of the writer goroutine, which frames them as
-// 103 and coalesces them into few writes.
+// go into the bounded data lane of the writer goroutine, which frames them
+// as 103 and coalesces them into few writes; batches for a session that
+// has not been assigned yet are dropped (not_assigned).
 //
 // State: connected -> (100) requesting -> (lease) assigned. A 101 is the
-// first frame a client ever receives; heartbeats (104) start with it.
+// first frame a client ever receives; heartbeats (104) start with it. Both
+// go through the control lane (session_out.go), which is never dropped.
 
 import (
 	"log/slog"
@@ -63,15 +65,17 @@ type Session struct {
 	started time.Time
 	heard   time.Time
 	out     *outQueue
+	ctl     inflight        // control messages from the reader not yet taken
 	budget  messages.Budget // batches in flight to the TUN
 	inbox   messages.Budget // batches the Router has queued in our mailbox
 	done    chan struct{}   // closed at shutdown: unblocks a reader waiting for budget
 	io      sync.WaitGroup
 	closed  bool
 	// Per-packet drop logs are limited to one per dropLogEvery, with the
-	// number suppressed in between, so a flood cannot flood the log.
-	lastDropLog time.Time
-	suppressed  int
+	// number suppressed in between, so a flood cannot flood the log; so
+	// are the logs of unknown frame types.
+	lastDropLog, lastFrameLog time.Time
+	suppressed                int
 	reason      CloseReason
 	ended       bool // reason is set
 
@@ -120,6 +124,7 @@ func (s *Session) Receive(ctx actor.Context) {
 	case *messages.ToClient:
 		s.toClient(m)
 	case *clientFrame:
+		s.ctl.settle(m.kind)
 		s.hear()
 		s.onControl(ctx, m.typ)
 	case *heartbeatTick:
@@ -164,7 +169,8 @@ func (s *Session) start(ctx actor.Context) {
 	s.inbox = messages.NewBudget(inboxBatches)
 	s.io.Add(2)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	go readClient(s.conn, s.budget, s.done, s.cfg.Metrics, sys, self, &s.io)
+	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self}
+	go readClient(s.conn, r, s.cfg, &s.io)
 	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
 	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
@@ -184,17 +190,19 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 	case messages.TypeIPRequest:
 		switch s.state {
 		case stateAssigned:
-			s.out.control(s.reply)
+			s.out.control(controlReply, s.reply)
 		case stateConnected:
 			s.state = stateRequesting
 			s.requestLease(ctx)
 		}
 	case messages.TypeEncryptRequest:
-		s.out.control(unsupportedFrame)
+		s.out.control(controlUnsupported, unsupportedFrame)
 	case messages.TypeHeartbeat:
 	default:
-		s.cfg.Metrics.FrameError(FrameUnknownTyp)
-		s.cfg.Logger.Debug("ignored frame of unknown type", slog.String("client", s.client.String()))
+		if now := time.Now(); now.Sub(s.lastFrameLog) >= dropLogEvery {
+			s.lastFrameLog = now
+			s.cfg.Logger.Debug("ignoring frames of unknown type (counted in frames_total{type=\"unknown\"})", slog.String("client", s.client.String()))
+		}
 	}
 }
 
@@ -215,12 +223,15 @@ func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
 	s.stats.setAddr(addr)
 	stopTimer(s.leaseWait)
 	s.reply = s.replyFrame()
-	s.out.control(s.reply)
+	setup := time.Since(s.started)
+	// Recorded before the 101 is queued: a client that has its 101 must
+	// find its setup in the histogram.
+	s.cfg.Metrics.Setup(setup)
+	s.out.control(controlReply, s.reply)
 	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
 	s.silence.Reset(s.cfg.Timeout)
-	s.cfg.Metrics.Setup(time.Since(s.started))
 	s.cfg.Logger.Info("session assigned", slog.String("client", s.client.String()), slog.String("addr", addr.String()),
-		slog.Duration("setup", time.Since(s.started)))
+		slog.Duration("setup", setup))
 }
 
 func (s *Session) replyFrame() []byte {
@@ -243,7 +254,7 @@ func (s *Session) sendHeartbeat() {
 	if s.closed {
 		return
 	}
-	s.out.control(heartbeatFrame)
+	s.out.control(controlHeartbeat, heartbeatFrame)
 	s.heartbeat.Reset(s.cfg.Heartbeat)
 }
 
@@ -311,6 +322,14 @@ func (s *Session) drop(r DropReason, pkt []byte) {
 func (s *Session) toClient(b *messages.ToClient) {
 	b.Settle() // out of the mailbox: the Router may queue another
 	n, bytes := len(b.Packets), b.Bytes()
+	if s.state != stateAssigned {
+		// The Router learns an address before its session does; the 101
+		// must still be the first frame the client sees.
+		s.cfg.Metrics.Drop(DropNotAssigned, n)
+		s.stats.Drops.Add(uint64(n))
+		b.Release()
+		return
+	}
 	if s.closed || !s.out.offer(b) {
 		s.cfg.Metrics.Drop(DropQueueFull, n)
 		s.stats.Drops.Add(uint64(n))
@@ -346,7 +365,7 @@ func (s *Session) shutdown() {
 	}
 	_ = s.conn.Close()
 	close(s.done)
-	close(s.out.ch)
+	s.out.close()
 }
 
 func stopTimer(t *time.Timer) {

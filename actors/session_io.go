@@ -5,30 +5,53 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
 )
 
-// The session's two I/O goroutines. Each belongs to its Session actor,
-// talks to it only by messages (reader) or by the session's bounded queue
-// (writer), and exits when the actor closes the connection or the queue.
+// The session's reader goroutine. It belongs to its Session actor, talks to
+// it only by messages, and exits when the actor closes the connection.
+//
+// Everything a client sends costs bounded memory in the server, whatever
+// its rate:
+//   - 102 packets travel in batches, each holding a token of the session's
+//     budget (inflightBatches); with none left the reader stops reading and
+//     TCP slows the client down.
+//   - Control frames (100, 104, 200, unknown types) become at most one
+//     message per kind in the actor's mailbox: while one of a kind is
+//     waiting, further frames of that kind are coalesced into it (they say
+//     nothing it does not: "the client is alive", "send the 101 again").
+//     Every frame is still counted in frames_total.
 
 // clientFrame tells the session that a non-data frame arrived. The values
-// are preallocated per type, so control traffic allocates nothing.
-type clientFrame struct{ typ byte }
+// are preallocated per kind, so control traffic allocates nothing.
+type clientFrame struct {
+	typ  byte
+	kind inflightKind
+}
 
 func (*clientFrame) IgnoreDeadLetterLogging() {}
 
+// inflightKind is a bit of a session's inflight set.
+type inflightKind uint32
+
+const (
+	inflightIPRequest inflightKind = 1 << iota
+	inflightEncrypt
+	inflightHeartbeat
+	inflightUnknown
+)
+
 var (
-	frameIPRequest = &clientFrame{messages.TypeIPRequest}
-	frameHeartbeat = &clientFrame{messages.TypeHeartbeat}
-	frameEncrypt   = &clientFrame{messages.TypeEncryptRequest}
-	frameOther     = &clientFrame{0}
+	frameIPRequest = &clientFrame{messages.TypeIPRequest, inflightIPRequest}
+	frameHeartbeat = &clientFrame{messages.TypeHeartbeat, inflightHeartbeat}
+	frameEncrypt   = &clientFrame{messages.TypeEncryptRequest, inflightEncrypt}
+	frameUnknown   = &clientFrame{0, inflightUnknown}
 )
 
 func controlMessage(typ byte) *clientFrame {
@@ -40,8 +63,23 @@ func controlMessage(typ byte) *clientFrame {
 	case messages.TypeEncryptRequest:
 		return frameEncrypt
 	}
-	return frameOther
+	return frameUnknown
 }
+
+// inflight is the set of control kinds a reader has sent to its actor and
+// the actor has not taken yet. Like a Budget it is a token, not shared
+// data: the reader sets a bit when it sends, the actor clears it when the
+// message arrives.
+type inflight struct{ bits atomic.Uint32 }
+
+// claim reports whether k was free and is now taken.
+func (f *inflight) claim(k inflightKind) bool {
+	return inflightKind(f.bits.Or(uint32(k)))&k == 0
+}
+
+// settle frees k: the actor has the message, so the next frame of that
+// kind must reach it again.
+func (f *inflight) settle(k inflightKind) { f.bits.And(^uint32(k)) }
 
 // connClosed reports that one of the session's I/O goroutines hit the end
 // of the connection, and why.
@@ -52,70 +90,107 @@ type connClosed struct {
 
 func (*connClosed) IgnoreDeadLetterLogging() {}
 
+// clientReader is the state of one session's reader goroutine.
+type clientReader struct {
+	budget   messages.Budget
+	done     <-chan struct{}
+	inflight *inflight
+	m        *Metrics
+	sys      *actor.ActorSystem
+	self     *actor.PID
+	batch    *messages.FromClient
+	frames   frameCounts // counted here, added to m when the reader would block
+}
+
 // readClient decodes frames until the connection ends. 102 packets are
 // batched while more frames are already buffered and sent as soon as the
 // decoder would block, so a burst costs one actor message and a lone packet
 // is not delayed.
-//
-// Each batch takes a token of the session's budget first; with none left the
-// reader waits, the socket is not read, and TCP slows the client down.
-func readClient(conn net.Conn, budget messages.Budget, done <-chan struct{}, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
+func readClient(conn net.Conn, r *clientReader, cfg *shared, wg *sync.WaitGroup) {
 	defer wg.Done()
-	send := func(msg any) bool {
-		if b, ok := msg.(*messages.FromClient); ok && !budget.Acquire(&b.Batch, done) {
-			b.Release()
-			return false
-		}
-		sys.Root.Send(self, msg)
-		return true
-	}
-	reason, err := decodeLoop(conn, m, send)
-	sys.Root.Send(self, &connClosed{reason: reason, err: err})
+	dec := messages.NewDecoder(conn)
+	dec.SetFrameTimeout(cfg.Timeout)
+	defer dec.Release()
+	reason, err := r.loop(dec)
+	r.sys.Root.Send(r.self, &connClosed{reason: reason, err: err})
 }
 
 // errStopped ends the decode loop when the session is going away.
 var errStopped = errors.New("session stopped")
 
-func decodeLoop(r io.Reader, m *Metrics, send func(any) bool) (reason CloseReason, err error) {
+func (r *clientReader) loop(dec *messages.Decoder) (reason CloseReason, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			reason, err = ClosePanic, fmt.Errorf("panic in session reader: %v", p)
 		}
 	}()
-	dec := messages.NewDecoder(r)
-	defer dec.Release()
-	var batch *messages.FromClient
-	flush := func() bool {
-		ok := batch == nil || send(batch)
-		batch = nil
-		return ok
-	}
+	defer r.m.CountFrames(&r.frames)
 	for {
 		f, err := dec.Next()
 		if err != nil {
-			flush()
-			return classifyReadErr(err, m)
+			r.flush()
+			return classifyReadErr(err, r.m)
 		}
-		switch f.Type {
-		case messages.TypeDataRequest:
-			pkt, _, _, perr := messages.ParseIPv4(f.Payload)
-			if perr != nil {
-				m.Drop(DropNotIPv4, 1)
-				break
-			}
-			if batch == nil {
-				batch = messages.NewFromClient()
-			}
-			batch.AppendCopy(pkt)
-		default:
-			if !flush() || !send(controlMessage(f.Type)) {
+		r.frames.count(f.Type)
+		if f.Type == messages.TypeDataRequest {
+			r.data(f.Payload)
+		} else if !r.flush() || !r.control(f.Type) {
+			return CloseStopped, errStopped
+		}
+		if r.batch != nil && r.batch.Full() && !r.flush() {
+			return CloseStopped, errStopped
+		}
+		if !dec.Buffered() {
+			r.m.CountFrames(&r.frames)
+			if !r.flush() {
 				return CloseStopped, errStopped
 			}
 		}
-		if batch != nil && (batch.Full() || !dec.Buffered()) && !flush() {
-			return CloseStopped, errStopped
-		}
 	}
+}
+
+// data adds one 102 payload to the batch, or counts it if it is not IPv4.
+func (r *clientReader) data(payload []byte) {
+	pkt, _, _, err := messages.ParseIPv4(payload)
+	if err != nil {
+		r.m.Drop(DropNotIPv4, 1)
+		return
+	}
+	if r.batch == nil {
+		r.batch = messages.NewFromClient()
+	}
+	r.batch.AppendCopy(pkt)
+}
+
+// flush sends the batch, if any, once it has a budget token; false means
+// the session is going away.
+func (r *clientReader) flush() bool {
+	b := r.batch
+	if b == nil {
+		return true
+	}
+	r.batch = nil
+	if !r.budget.Acquire(&b.Batch, r.done) {
+		b.Release()
+		return false
+	}
+	r.sys.Root.Send(r.self, b)
+	return true
+}
+
+// control tells the actor of a control frame unless one of its kind is
+// already waiting for it.
+func (r *clientReader) control(typ byte) bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+	}
+	msg := controlMessage(typ)
+	if r.inflight.claim(msg.kind) {
+		r.sys.Root.Send(r.self, msg)
+	}
+	return true
 }
 
 func classifyReadErr(err error, m *Metrics) (CloseReason, error) {
@@ -129,169 +204,11 @@ func classifyReadErr(err error, m *Metrics) (CloseReason, error) {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		m.FrameError(FrameTruncated)
 		return CloseTruncated, err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		m.FrameError(FrameStalled)
+		return CloseFrameStalled, err
 	case errors.Is(err, net.ErrClosed):
 		return CloseStopped, nil
 	}
 	return CloseReadError, err
-}
-
-// outQueue is a session's bounded queue towards its client. The session
-// actor is the only sender and the writer goroutine the only receiver;
-// queued counts packets, so the bound holds however packets are batched.
-type outQueue struct {
-	ch     chan outItem
-	queued *atomic.Int64 // shared with SessionStats for the status page
-	limit  int64
-}
-
-// outItem is either a batch of 103 packets or one pre-encoded control frame.
-type outItem struct {
-	batch *messages.ToClient
-	frame []byte
-}
-
-// outQueueSlots bounds the items (batches or control frames) queued for
-// the writer, besides the bound in packets. Every session carries the
-// channel's buffer for life (32 bytes a slot), so it is sized for memory:
-// 32 slots keep a writer that is busy with one write fed, and the packet
-// bound (-queue) is what limits a slow client.
-const outQueueSlots = 32
-
-func newOutQueue(limitPackets int, queued *atomic.Int64) *outQueue {
-	return &outQueue{ch: make(chan outItem, outQueueSlots), queued: queued, limit: int64(limitPackets)}
-}
-
-// offer queues a batch unless that would exceed the bound; it never blocks,
-// so a slow client cannot stall the Router.
-func (q *outQueue) offer(b *messages.ToClient) bool {
-	n := int64(len(b.Packets))
-	if q.queued.Load()+n > q.limit {
-		return false
-	}
-	select {
-	case q.ch <- outItem{batch: b}:
-		q.queued.Add(n)
-		return true
-	default:
-		return false
-	}
-}
-
-// control queues a control frame; it always fits (control frames are few
-// and small), and preserves order with the data around it.
-func (q *outQueue) control(frame []byte) bool {
-	select {
-	case q.ch <- outItem{frame: frame}:
-		return true
-	default:
-		return false
-	}
-}
-
-// writeBufSize is the coalescing buffer borrowed while data flows: many
-// 103 frames go out in one write, and it goes back to the pool when the
-// queue drains, so an idle session holds none.
-const writeBufSize = 128 << 10
-
-var writeBufs = sync.Pool{New: func() any { return new([writeBufSize]byte) }}
-
-// writeClient drains the queue to the connection, flushing whenever the
-// queue is empty. A write that makes no progress within stall fails, which
-// closes the session.
-func writeClient(conn net.Conn, q *outQueue, stall time.Duration, m *Metrics, sys *actor.ActorSystem, self *actor.PID, wg *sync.WaitGroup) {
-	defer wg.Done()
-	w := &coalescer{conn: conn, stall: stall}
-	if err := w.run(q, m); err != nil {
-		// Tell the actor first: it closes the queue, which ends the
-		// drain below.
-		sys.Root.Send(self, &connClosed{reason: CloseWriteError, err: err})
-	}
-	if w.buf != nil {
-		writeBufs.Put(w.buf)
-	}
-	for item := range q.ch {
-		if item.batch != nil {
-			q.queued.Add(-int64(len(item.batch.Packets)))
-			item.batch.Release()
-		}
-	}
-}
-
-type coalescer struct {
-	conn  net.Conn
-	stall time.Duration
-	buf   *[writeBufSize]byte
-	n     int
-}
-
-func (w *coalescer) run(q *outQueue, m *Metrics) error {
-	for item := range q.ch {
-		if err := w.add(item, q, m); err != nil {
-			return err
-		}
-		if len(q.ch) == 0 {
-			if err := w.flush(); err != nil {
-				return err
-			}
-			writeBufs.Put(w.buf)
-			w.buf = nil
-		}
-	}
-	return nil
-}
-
-func (w *coalescer) add(item outItem, q *outQueue, m *Metrics) error {
-	if item.frame != nil {
-		return w.append(item.frame, 0, nil)
-	}
-	defer item.batch.Release()
-	q.queued.Add(-int64(len(item.batch.Packets)))
-	for _, pkt := range item.batch.Packets {
-		if err := w.append(nil, messages.TypeDataReply, pkt); err != nil {
-			return err
-		}
-	}
-	m.PacketsOut.Add(uint64(len(item.batch.Packets)))
-	m.BytesOut.Add(uint64(item.batch.Bytes()))
-	return nil
-}
-
-// append adds a raw frame, or a frame of type typ around payload, flushing
-// first if it would not fit.
-func (w *coalescer) append(raw []byte, typ byte, payload []byte) error {
-	need := len(raw)
-	if raw == nil {
-		need = messages.HeaderLen + len(payload)
-	}
-	if w.buf == nil {
-		w.buf = writeBufs.Get().(*[writeBufSize]byte)
-	}
-	if w.n+need > writeBufSize {
-		if err := w.flush(); err != nil {
-			return err
-		}
-	}
-	var out []byte
-	if raw != nil {
-		out = append(w.buf[w.n:w.n], raw...)
-	} else {
-		out = messages.AppendFrame(w.buf[w.n:w.n], typ, payload)
-	}
-	w.n += len(out)
-	return nil
-}
-
-func (w *coalescer) flush() error {
-	if w.n == 0 {
-		return nil
-	}
-	if err := w.conn.SetWriteDeadline(time.Now().Add(w.stall)); err != nil {
-		return fmt.Errorf("failed to set write deadline: %w", err)
-	}
-	_, err := w.conn.Write(w.buf[:w.n])
-	w.n = 0
-	if err != nil {
-		return fmt.Errorf("failed to write to client: %w", err)
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // Memory design. A server holds up to 10,000 sessions, most of them idle, so a
@@ -52,12 +53,36 @@ type Decoder struct {
 	readErr error   // read error not yet reported: buffered frames come first
 	err     error   // final error, returned by every later call to Next
 	small   [smallLen]byte
+	// A frame whose first bytes have arrived must complete within
+	// frameTimeout (0: no bound); see SetFrameTimeout.
+	frameTimeout time.Duration
+	deadliner    readDeadliner
+	frames       uint64 // frames returned so far
+	armedFor     uint64 // frames+1 when the deadline was set for the frame in progress
+	armed        bool
+}
+
+// readDeadliner is the part of a net.Conn that bounds a read in time.
+type readDeadliner interface {
+	SetReadDeadline(t time.Time) error
 }
 
 // NewDecoder returns a decoder reading from r. It borrows no buffer until data
 // arrives, so creating one per accepted connection is cheap.
 func NewDecoder(r io.Reader) *Decoder {
 	return &Decoder{r: r}
+}
+
+// SetFrameTimeout bounds the time from a frame's first bytes to its last:
+// a frame still incomplete d after a read found it partial fails Next with
+// an error matching os.ErrDeadlineExceeded. Without it a client that
+// always leaves half a frame buffered (and completes one now and then to
+// look alive) would pin a bufSize buffer for as long as it likes. It needs
+// a reader with SetReadDeadline (a net.Conn) and does nothing otherwise;
+// an idle decoder, with no partial frame, has no deadline.
+func (d *Decoder) SetFrameTimeout(t time.Duration) {
+	d.deadliner, _ = d.r.(readDeadliner)
+	d.frameTimeout = t
 }
 
 // Next returns the next frame, reading as needed. Every type is returned,
@@ -87,6 +112,7 @@ func (d *Decoder) Next() (Frame, error) {
 	}
 	payload := d.buf[d.start+HeaderLen : d.start+size : d.start+size]
 	d.start += size
+	d.frames++
 	return Frame{Type: typ, Length: length, Payload: payload}, nil
 }
 
@@ -145,6 +171,10 @@ func (d *Decoder) read() int {
 		d.end = copy(d.buf[:], d.buf[d.start:d.end])
 		d.start = 0
 	}
+	if err := d.armDeadline(); err != nil {
+		d.readErr = err
+		return 0
+	}
 	n, err := d.r.Read(d.buf[d.end:])
 	d.end += n
 	d.readErr = err
@@ -155,6 +185,10 @@ func (d *Decoder) read() int {
 // arrived into a fresh buffer.
 func (d *Decoder) readIdle() int {
 	d.Release()
+	if err := d.disarmDeadline(); err != nil {
+		d.readErr = err
+		return 0
+	}
 	n, err := d.r.Read(d.small[:])
 	if n > 0 {
 		d.buf = bufPool.Get().(*buffer)
@@ -162,6 +196,32 @@ func (d *Decoder) readIdle() int {
 	}
 	d.readErr = err
 	return n
+}
+
+// armDeadline starts the clock for the frame in progress, once per frame:
+// in a steady stream that is one deadline per read that ends mid-frame.
+func (d *Decoder) armDeadline() error {
+	if d.deadliner == nil || d.frameTimeout <= 0 || d.armedFor == d.frames+1 {
+		return nil
+	}
+	if err := d.deadliner.SetReadDeadline(time.Now().Add(d.frameTimeout)); err != nil {
+		return fmt.Errorf("failed to bound the frame in progress: %w", err)
+	}
+	d.armedFor, d.armed = d.frames+1, true
+	return nil
+}
+
+// disarmDeadline lifts the frame deadline before an idle read: waiting
+// between frames is the silence timeout's business.
+func (d *Decoder) disarmDeadline() error {
+	if !d.armed {
+		return nil
+	}
+	d.armed, d.armedFor = false, 0
+	if err := d.deadliner.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("failed to clear the frame deadline: %w", err)
+	}
+	return nil
 }
 
 // fail turns the pending read error into the final error and gives the buffer
