@@ -194,7 +194,7 @@ func TestTUNReaderIsBoundedByRouter(t *testing.T) {
 	self := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &holder{got: make(chan *messages.ToClient, 1)} }))
 	defer func() { _ = sys.Root.PoisonFuture(self).Wait() }()
 	stop, done := make(chan struct{}), make(chan struct{})
-	go readTUN(dev, sys, self, router, stop, done)
+	go readTUN(dev, sys, self, router, 1, stop, done)
 
 	pkt := tuntest.UDP(netip.AddrPortFrom(inetHost, 53), netip.AddrPortFrom(netip.MustParseAddr("192.0.2.9"), 9), []byte("x"))
 	var held []*messages.ToClient

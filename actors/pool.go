@@ -3,6 +3,7 @@ package actors
 import (
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -21,17 +22,20 @@ const recoveryWait = 2 * time.Second
 // Every incarnation starts in recovery: it asks the Supervisor for the
 // live sessions, collects their LeaseClaims, and only then answers new
 // LeaseRequests (queued meanwhile). After a crash this rebuilds the table
-// without handing out an address twice.
+// without handing out an address twice. Reservations of clients that are
+// gone survive a crash too: the failing incarnation hands them to the
+// Supervisor (PoolHandover), which gives them to the next (LiveSessions).
 type AddressPool struct {
-	cfg        *shared
-	alloc      *allocator
-	leases     map[string]messages.Lease // by session PID id
-	awaiting   map[string]bool           // sessions yet to restate their lease
-	pending    []pendingLease
-	recovering bool
-	timer      *time.Timer
-	dirty      bool // leases changed since the lease file was written
-	saveTimer  *time.Timer
+	cfg         *shared
+	incarnation uint64
+	alloc       *allocator
+	leases      map[string]messages.Lease // by session PID id
+	awaiting    map[string]bool           // sessions yet to restate their lease
+	pending     []pendingLease
+	recovering  bool
+	timer       *time.Timer
+	dirty       bool // leases changed since the lease file was written
+	saveTimer   *time.Timer
 }
 
 type pendingLease struct {
@@ -40,7 +44,9 @@ type pendingLease struct {
 }
 
 type (
-	recoveryTimeout struct{}
+	// recoveryTimeout ends the recovery of the incarnation that set it,
+	// and of no other.
+	recoveryTimeout struct{ incarnation uint64 }
 	saveLeasesTick  struct{}
 )
 
@@ -48,16 +54,14 @@ func (*recoveryTimeout) IgnoreDeadLetterLogging() {}
 func (*saveLeasesTick) IgnoreDeadLetterLogging()  {}
 
 func newAddressPool(cfg *shared) actor.Producer {
+	var incarnations atomic.Uint64
 	return func() actor.Actor {
-		alloc := newAllocator(cfg.Pool, cfg.Grace)
-		for _, r := range cfg.reservations {
-			alloc.reserve(r)
-		}
 		return &AddressPool{
-			cfg:      cfg,
-			alloc:    alloc,
-			leases:   make(map[string]messages.Lease),
-			awaiting: make(map[string]bool),
+			cfg:         cfg,
+			incarnation: incarnations.Add(1),
+			alloc:       newAllocator(cfg.Pool, cfg.Grace),
+			leases:      make(map[string]messages.Lease),
+			awaiting:    make(map[string]bool),
 		}
 	}
 }
@@ -69,11 +73,11 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 		p.cfg.Metrics.PoolSize.Store(int64(p.alloc.size))
 		p.startRecovery(ctx)
 	case *messages.LiveSessions:
-		p.expectClaims(ctx, m.Sessions)
+		p.expectClaims(ctx, m)
 	case *messages.LeaseClaim:
 		p.onClaim(ctx, m)
 	case *recoveryTimeout:
-		if p.recovering {
+		if p.recovering && m.incarnation == p.incarnation {
 			p.cfg.Logger.Warn("address pool recovery timed out", slog.Int("sessions_missing", len(p.awaiting)))
 			p.finishRecovery(ctx)
 		}
@@ -89,23 +93,45 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 		ctx.Respond(p.routeTable())
 	case *messages.LeasesQuery:
 		ctx.Respond(p.table())
+	case *messages.HealthCheck:
+		ctx.Respond(&messages.Healthy{})
 	case *messages.InjectPanic:
 		panic("injected fault in address pool: " + m.Reason)
 	case *saveLeasesTick:
 		p.saveTimer = nil
 		p.saveLeases()
-	case *actor.Restarting, *actor.Stopping:
-		p.stopTimer()
-		stopTimer(p.saveTimer)
-		p.saveLeases()
+	case *actor.Restarting:
+		p.stop()
+		ctx.Send(ctx.Parent(), &messages.PoolHandover{Reservations: p.reservations()})
+	case *actor.Stopping:
+		p.stop()
 	}
+}
+
+func (p *AddressPool) stop() {
+	p.stopTimer()
+	stopTimer(p.saveTimer)
+	p.saveLeases()
+}
+
+func (p *AddressPool) reservations() []messages.Reservation {
+	return reservationMessages(p.alloc.reservations(time.Now()))
+}
+
+// reservationMessages converts the allocator's reservations for a message.
+func reservationMessages(rs []reservationEntry) []messages.Reservation {
+	out := make([]messages.Reservation, len(rs))
+	for i, r := range rs {
+		out[i] = messages.Reservation{Client: r.client, Addr: r.addr, Until: r.until}
+	}
+	return out
 }
 
 func (p *AddressPool) startRecovery(ctx actor.Context) {
 	p.recovering = true
 	ctx.Send(ctx.Parent(), &messages.PoolStarted{})
-	self, sys := ctx.Self(), ctx.ActorSystem()
-	p.timer = time.AfterFunc(recoveryWait, func() { sys.Root.Send(self, &recoveryTimeout{}) })
+	self, sys, tick := ctx.Self(), ctx.ActorSystem(), &recoveryTimeout{incarnation: p.incarnation}
+	p.timer = time.AfterFunc(recoveryWait, func() { sys.Root.Send(self, tick) })
 }
 
 func (p *AddressPool) stopTimer() {
@@ -114,8 +140,11 @@ func (p *AddressPool) stopTimer() {
 	}
 }
 
-func (p *AddressPool) expectClaims(ctx actor.Context, sessions []*actor.PID) {
-	for _, s := range sessions {
+func (p *AddressPool) expectClaims(ctx actor.Context, live *messages.LiveSessions) {
+	for _, r := range live.Reservations {
+		p.alloc.reserve(reservationEntry{client: r.Client, addr: r.Addr, until: r.Until})
+	}
+	for _, s := range live.Sessions {
 		if _, known := p.leases[s.Id]; !known {
 			p.awaiting[s.Id] = true
 			ctx.Watch(s)
@@ -147,6 +176,9 @@ func (p *AddressPool) finishRecovery(ctx actor.Context) {
 	p.stopTimer()
 	clear(p.awaiting)
 	ctx.Send(p.cfg.router, p.routeTable())
+	if p.dirty {
+		p.markDirty(ctx) // claims made while recovering were not saved
+	}
 	queued := p.pending
 	p.pending = nil
 	for _, q := range queued {
@@ -227,8 +259,11 @@ func (p *AddressPool) markDirty(ctx actor.Context) {
 // saveLeases writes the lease file if anything changed. It runs on the
 // pool's own goroutine: the write is small and rate-limited, and a single
 // writer means no older snapshot can overwrite a newer one.
+//
+// A recovering pool does not write: its table is still partial, and the
+// file holds its predecessor's complete one.
 func (p *AddressPool) saveLeases() {
-	if p.cfg.LeaseFile == "" || !p.dirty {
+	if p.cfg.LeaseFile == "" || !p.dirty || p.recovering {
 		return
 	}
 	now := time.Now()

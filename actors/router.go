@@ -12,7 +12,9 @@ package actors
 //     slow.
 //
 // The map is a cache of the AddressPool's leases: the pool sends every
-// change, and a restarted Router asks the pool for the whole table.
+// change, and a restarted Router asks the pool for the whole table. Until
+// the table arrives it holds the batches it gets (at most routerBudget, the
+// TUN reader's tokens) instead of dropping them as unroutable.
 
 import (
 	"net/netip"
@@ -26,6 +28,8 @@ import (
 type Router struct {
 	cfg    *shared
 	routes map[netip.Addr]route
+	synced bool                 // the pool's table has arrived
+	held   []*messages.ToClient // batches that arrived before it
 	// scratch is reused across batches: one entry per session that
 	// receives packets from the current batch (usually one or two).
 	scratch []routed
@@ -53,14 +57,19 @@ func newRouter(cfg *shared) actor.Producer {
 func (r *Router) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ToClient:
+		if !r.synced {
+			r.held = append(r.held, m)
+			return
+		}
 		r.forward(ctx, m)
 	case *actor.Started:
 		ctx.Request(r.cfg.pool, &messages.RouteSync{})
 	case *messages.RouteTable:
-		clear(r.routes)
-		for _, rt := range m.Routes {
-			r.routes[rt.Addr] = route{pid: rt.Session, inbox: rt.Inbox}
-		}
+		r.replace(ctx, m)
+	case *actor.Restarting, *actor.Stopping:
+		r.dropHeld()
+	case *messages.HealthCheck:
+		ctx.Respond(&messages.Healthy{})
 	case *messages.RouteAdd:
 		r.routes[m.Addr] = route{pid: m.Session, inbox: m.Inbox}
 	case *messages.RouteDel:
@@ -72,6 +81,30 @@ func (r *Router) Receive(ctx actor.Context) {
 	case *messages.InjectPanic:
 		panic("injected fault in router: " + m.Reason)
 	}
+}
+
+// replace installs the pool's whole table and routes what was held.
+func (r *Router) replace(ctx actor.Context, t *messages.RouteTable) {
+	clear(r.routes)
+	for _, rt := range t.Routes {
+		r.routes[rt.Addr] = route{pid: rt.Session, inbox: rt.Inbox}
+	}
+	r.synced = true
+	held := r.held
+	r.held = nil
+	for _, b := range held {
+		r.forward(ctx, b)
+	}
+}
+
+// dropHeld gives up the held batches (and the TUN reader's tokens) when
+// this incarnation ends before its table arrived.
+func (r *Router) dropHeld() {
+	for _, b := range r.held {
+		r.cfg.Metrics.Drop(DropNoRoute, len(b.Packets))
+		b.Release()
+	}
+	r.held = nil
 }
 
 func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {

@@ -44,8 +44,9 @@ func Start(cfg Config) (*Server, error) {
 		}),
 	)
 	sh := newShared(cfg, sys, rootName)
-	sh.reservations = loadReservations(cfg)
-	root, err := sys.Root.SpawnNamed(actor.PropsFromProducer(newSupervisor(sh)), rootName)
+	sh.reservations = reservationMessages(loadReservations(cfg))
+	props := actor.PropsFromProducer(newSupervisor(sh), actor.WithGuardian(&rootGuardian{cfg: sh}))
+	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
 		sys.Shutdown()
 		return nil, fmt.Errorf("failed to spawn supervisor: %w", err)
@@ -69,6 +70,42 @@ func loadReservations(cfg Config) []reservationEntry {
 	backup, qerr := quarantineLeaseFile(cfg.LeaseFile, now)
 	cfg.Logger.Error("ignoring unreadable lease file", slog.Any("err", err), slog.String("moved_to", backup), slog.Any("move_err", qerr))
 	return nil
+}
+
+// Failed delivers the reason when the server stopped by itself (a
+// *GaveUpError): its sessions are closed and its lease file saved, and the
+// owner should Close, release the device and exit non-zero. It never
+// delivers after a Close the owner asked for.
+func (s *Server) Failed() <-chan error { return s.cfg.failed }
+
+// healthDeadline is how long each service actor has to answer /healthz.
+const healthDeadline = time.Second
+
+// Health asks the pool, the Router and the TUN actor to answer within
+// healthDeadline each and names every one that did not: a process whose
+// actors are wedged or gone must not look healthy to its service manager.
+func (s *Server) Health() error {
+	services := []struct {
+		name string
+		pid  *actor.PID
+	}{{poolName, s.cfg.pool}, {routerName, s.cfg.router}, {tunName, s.cfg.tun}}
+	// All three questions are out before the first answer is awaited, so
+	// the whole check takes at most one deadline.
+	futures := make([]*actor.Future, len(services))
+	for i, svc := range services {
+		futures[i] = s.system.Root.RequestFuture(svc.pid, &messages.HealthCheck{}, healthDeadline)
+	}
+	var errs []error
+	for i, f := range futures {
+		res, err := f.Result()
+		if _, ok := res.(*messages.Healthy); err == nil && !ok {
+			err = errors.New("not running")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s did not answer within %v: %w", services[i].name, healthDeadline, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops accepting, ends every session (their clients see the TCP

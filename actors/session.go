@@ -76,8 +76,8 @@ type Session struct {
 	// are the logs of unknown frame types.
 	lastDropLog, lastFrameLog time.Time
 	suppressed                int
-	reason      CloseReason
-	ended       bool // reason is set
+	reason                    CloseReason
+	ended                     bool // reason is set
 
 	heartbeat, silence, leaseWait *time.Timer
 }

@@ -30,7 +30,32 @@ type shared struct {
 	MTU                int
 	pool, router, tun  *actor.PID
 	supervisorRestarts actor.SupervisorStrategy
-	reservations       []reservationEntry // from the lease file at start
+	reservations       []messages.Reservation // from the lease file at start
+	// failed carries the reason the server gave up to its owner (Server);
+	// it has room for one, and only the first failure is sent.
+	failed chan error
+}
+
+// GaveUpError is why a server stopped by itself: a service actor failed
+// more often than its restart intensity allows (or the Supervisor itself
+// failed). The process should exit non-zero so that its service manager
+// starts a clean one.
+type GaveUpError struct {
+	Actor  string
+	Reason string
+}
+
+func (e *GaveUpError) Error() string {
+	return fmt.Sprintf("%s failed repeatedly (last: %s); the server gave up", e.Actor, e.Reason)
+}
+
+// reportFailure hands err to the owner unless a failure was reported
+// already.
+func (c *shared) reportFailure(err error) {
+	select {
+	case c.failed <- err:
+	default:
+	}
 }
 
 // Supervisor is the server's root actor: it owns the listener's accept
@@ -43,6 +68,12 @@ type Supervisor struct {
 	reply      messages.ReplySettings // current route and DNS for 101
 	acceptDone chan struct{}
 	stopping   bool
+	// reservations are given to every pool incarnation: the lease file's
+	// at first, then the ones a failing pool handed over.
+	reservations []messages.Reservation
+	// lastFailure is the latest panic of a service actor, for the log
+	// line when the Supervisor gives up on it.
+	lastFailure map[ActorKind]string
 }
 
 type sessionEntry struct {
@@ -60,7 +91,8 @@ type statusQuery struct{}
 func newSupervisor(cfg *shared) actor.Producer {
 	return func() actor.Actor {
 		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Addr]int),
-			reply: messages.ReplySettings{Route: cfg.Route, DNS: cfg.DNS}}
+			reply: messages.ReplySettings{Route: cfg.Route, DNS: cfg.DNS}, reservations: cfg.reservations,
+			lastFailure: make(map[ActorKind]string)}
 	}
 }
 
@@ -70,9 +102,11 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *accepted:
 		s.admit(ctx, m.conn)
 	case *actor.Terminated:
-		s.onTerminated(m.Who)
+		s.onTerminated(ctx, m.Who)
 	case *messages.PoolStarted:
 		s.answerPool(ctx)
+	case *messages.PoolHandover:
+		s.reservations = m.Reservations
 	case *statusQuery:
 		ctx.Respond(s.status())
 	case *messages.ReplySettings:
@@ -84,18 +118,36 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 			slog.String("dns", fmt.Sprint(m.DNS)), slog.Int("sessions", len(s.sessions)))
 	case *actor.Started:
 		s.start(ctx)
-	case *actor.Stopping:
+	case *actor.Stopping, *actor.Restarting:
+		// A restart (which the guardian never orders, but a changed
+		// policy might) stops the children too: the next incarnation
+		// starts its own accept loop on a fresh listener it cannot have,
+		// so this one must not keep running.
 		s.stopping = true
 		s.stopAccepting()
 	}
 }
 
+// start spawns the service actors in dependency order (the Router asks the
+// pool for its table when it starts, and the TUN actor feeds the Router),
+// each at the PID the others were given, then starts accepting.
 func (s *Supervisor) start(ctx actor.Context) {
-	for name, p := range map[string]actor.Producer{
-		poolName: newAddressPool(s.cfg), routerName: newRouter(s.cfg), tunName: newTUNActor(s.cfg),
+	for _, c := range []struct {
+		name string
+		want *actor.PID
+		p    actor.Producer
+	}{
+		{poolName, s.cfg.pool, newAddressPool(s.cfg)},
+		{routerName, s.cfg.router, newRouter(s.cfg)},
+		{tunName, s.cfg.tun, newTUNActor(s.cfg)},
 	} {
-		if _, err := ctx.SpawnNamed(actor.PropsFromProducer(p), name); err != nil {
-			panic(fmt.Sprintf("failed to spawn %s: %v", name, err))
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.p), c.name)
+		if err == nil && !pid.Equal(c.want) {
+			err = fmt.Errorf("spawned at %v, expected at %v", pid, c.want)
+		}
+		if err != nil {
+			s.giveUp(ctx, &GaveUpError{Actor: c.name, Reason: fmt.Sprintf("failed to spawn: %v", err)})
+			return
 		}
 	}
 	s.acceptDone = make(chan struct{})
@@ -131,6 +183,13 @@ func (s *Supervisor) stopAccepting() {
 }
 
 func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
+	if s.stopping {
+		// Accepted just before the listener closed: a session spawned
+		// now would miss the stop that already went to every child and
+		// hold the shutdown up until its own timeout.
+		_ = conn.Close()
+		return
+	}
 	client := remoteAddrPort(conn)
 	if reason, refused := s.refusal(client.Addr()); refused {
 		s.cfg.Metrics.Refuse(reason)
@@ -167,7 +226,7 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 }
 
 // onTerminated is idempotent: a parent may hear of a child's end twice.
-func (s *Supervisor) onTerminated(who *actor.PID) {
+func (s *Supervisor) onTerminated(ctx actor.Context, who *actor.PID) {
 	if e, ok := s.sessions[who.Id]; ok {
 		delete(s.sessions, who.Id)
 		if src := e.stats.Client.Addr(); s.perSource[src] <= 1 {
@@ -180,14 +239,26 @@ func (s *Supervisor) onTerminated(who *actor.PID) {
 		return
 	}
 	if kind, ok := s.serviceKind(who); ok && !s.stopping {
-		s.cfg.Logger.Error("service actor stopped after repeated failures; the server is degraded", slog.String("actor", kind.String()))
+		s.giveUp(ctx, &GaveUpError{Actor: kind.String(), Reason: s.lastFailure[kind]})
 	}
+}
+
+// giveUp stops the whole server: without one of its service actors it
+// would only look alive (every session without a downlink, say). The
+// pool saves the lease file as it stops; the owner removes the TUN device
+// and the NAT table and exits non-zero.
+func (s *Supervisor) giveUp(ctx actor.Context, err *GaveUpError) {
+	s.cfg.Logger.Error("giving up: stopping the server", slog.String("actor", err.Actor), slog.String("last_failure", err.Reason),
+		slog.Int("sessions", len(s.sessions)))
+	s.stopping = true
+	s.cfg.reportFailure(err)
+	ctx.Stop(ctx.Self())
 }
 
 // answerPool tells a (re)started pool which sessions are alive and asks
 // each of them to restate its lease to it.
 func (s *Supervisor) answerPool(ctx actor.Context) {
-	live := &messages.LiveSessions{Sessions: make([]*actor.PID, 0, len(s.sessions))}
+	live := &messages.LiveSessions{Sessions: make([]*actor.PID, 0, len(s.sessions)), Reservations: s.reservations}
 	reclaim := &messages.ReclaimLease{Pool: s.cfg.pool}
 	for _, e := range s.sessions {
 		live.Sessions = append(live.Sessions, e.pid)
@@ -219,11 +290,19 @@ func (s *Supervisor) serviceKind(pid *actor.PID) (ActorKind, bool) {
 	return KindSession, false
 }
 
+// The restart intensity of the service actors: more failures than
+// restartLimit within restartWindow and the server gives up.
+const (
+	restartLimit  = 10
+	restartWindow = 10 * time.Second
+)
+
 // HandleFailure is the Supervisor's failure policy (it is the strategy for
 // its own children). A panicking Session is stopped: its connection closes
 // and the pool, which watches it, takes its address back; nothing else
 // notices. The pool, Router and TUN actor are restarted and recover their
-// state; if one keeps failing (more than 10 times in 10 s) it is stopped.
+// state; if one keeps failing (more than 10 times in 10 s) it is stopped and
+// the Supervisor gives up (see giveUp).
 func (s *Supervisor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, message any) {
 	kind, service := s.serviceKind(child)
 	s.cfg.Metrics.Failure(kind)
@@ -233,7 +312,23 @@ func (s *Supervisor) HandleFailure(sys *actor.ActorSystem, sup actor.Supervisor,
 		return
 	}
 	s.cfg.Logger.Error("actor panicked; restarting it", slog.String("actor", kind.String()), slog.Any("reason", reason), slog.String("message", fmt.Sprintf("%T", message)))
+	s.lastFailure[kind] = fmt.Sprint(reason)
 	s.cfg.supervisorRestarts.HandleFailure(sys, sup, child, rs, reason, message)
+}
+
+// rootGuardian is the policy for the Supervisor itself: a Supervisor that
+// panics has lost track of its sessions, so it is stopped (which stops
+// every child, and the pool saves its leases) and the server reports that
+// it gave up, like when a service actor keeps failing.
+type rootGuardian struct {
+	cfg *shared
+}
+
+// HandleFailure stops the failed Supervisor and reports the failure.
+func (g *rootGuardian) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, message any) {
+	g.cfg.Logger.Error("supervisor panicked; stopping the server", slog.Any("reason", reason), slog.String("message", fmt.Sprintf("%T", message)))
+	g.cfg.reportFailure(&GaveUpError{Actor: "supervisor", Reason: fmt.Sprint(reason)})
+	sup.StopChildren(child)
 }
 
 func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
@@ -244,6 +339,7 @@ func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
 		pool:               pid(poolName),
 		router:             pid(routerName),
 		tun:                pid(tunName),
-		supervisorRestarts: actor.NewOneForOneStrategy(10, 10*time.Second, actor.DefaultDecider),
+		supervisorRestarts: actor.NewOneForOneStrategy(restartLimit, restartWindow, actor.DefaultDecider),
+		failed:             make(chan error, 1),
 	}
 }

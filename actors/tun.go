@@ -11,13 +11,15 @@ package actors
 //
 // The device outlives the actor: on restart the old incarnation stops its
 // reader with a read deadline (not Close), and the new one starts a fresh
-// reader on the same device.
+// reader on the same device. Signals from a reader carry the incarnation
+// that started it, so a new incarnation never acts on its predecessor's.
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -38,22 +40,33 @@ const routerBudget = 16
 
 // TUNActor owns the tun.Device's I/O.
 type TUNActor struct {
-	cfg  *shared
-	dev  tun.Device
-	done chan struct{} // closed when the reader goroutine has exited
-	stop chan struct{} // closed to stop a reader waiting for budget
+	cfg         *shared
+	dev         tun.Device
+	incarnation uint64
+	// lastWriteLog limits the log of refused packets (see logWriteError).
+	lastWriteLog time.Time
+	done         chan struct{} // closed when the reader goroutine has exited
+	stop         chan struct{} // closed to stop a reader waiting for budget
 }
 
-// readerStopped reports why the reader goroutine exited.
-type readerStopped struct{ err error }
+// readerStopped reports why the reader goroutine of an incarnation exited.
+type readerStopped struct {
+	incarnation uint64
+	err         error
+}
 
-// restartReader asks the actor to start its reader again after an error.
-type restartReader struct{}
+// restartReader asks an incarnation to start its reader again after an
+// error.
+type restartReader struct{ incarnation uint64 }
 
 func (*restartReader) IgnoreDeadLetterLogging() {}
+func (*readerStopped) IgnoreDeadLetterLogging() {}
 
 func newTUNActor(cfg *shared) actor.Producer {
-	return func() actor.Actor { return &TUNActor{cfg: cfg, dev: cfg.Device} }
+	var incarnations atomic.Uint64
+	return func() actor.Actor {
+		return &TUNActor{cfg: cfg, dev: cfg.Device, incarnation: incarnations.Add(1)}
+	}
 }
 
 // Receive handles one message; see the file comment.
@@ -61,24 +74,53 @@ func (t *TUNActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.FromClient:
 		t.write(m)
-	case *actor.Started, *restartReader:
+	case *actor.Started:
 		t.startReader(ctx)
+	case *restartReader:
+		if m.incarnation == t.incarnation {
+			t.startReader(ctx)
+		}
 	case *readerStopped:
-		t.onReaderStopped(ctx, m.err)
+		if m.incarnation == t.incarnation {
+			t.onReaderStopped(ctx, m.err)
+		}
 	case *actor.Restarting, *actor.Stopping:
 		t.stopReader()
+	case *messages.HealthCheck:
+		ctx.Respond(&messages.Healthy{})
 	case *messages.InjectPanic:
 		panic("injected fault in TUN actor: " + m.Reason)
 	}
 }
 
+// write hands a batch to the device. A packet the device refuses is
+// skipped and counted; the rest of the batch is still written. The batch
+// (and its session's budget token) is released however write ends, a
+// panic included, or that session's uplink would stall for good.
 func (t *TUNActor) write(b *messages.FromClient) {
-	n, err := t.dev.Write(b.Packets)
-	if err != nil && !errors.Is(err, tun.ErrClosed) {
-		t.cfg.Metrics.Drop(DropTUNWrite, len(b.Packets)-n)
-		t.cfg.Logger.Debug("failed to write to TUN", slog.Any("err", err), slog.Int("dropped", len(b.Packets)-n))
+	defer b.Release()
+	for pkts := b.Packets; len(pkts) > 0; {
+		n, err := t.dev.Write(pkts)
+		if err == nil || n >= len(pkts) {
+			return
+		}
+		if errors.Is(err, tun.ErrClosed) {
+			t.cfg.Metrics.Drop(DropTUNWrite, len(pkts)-n)
+			return
+		}
+		t.cfg.Metrics.Drop(DropTUNWrite, 1)
+		t.logWriteError(err, len(pkts[n]))
+		pkts = pkts[n+1:]
 	}
-	b.Release()
+}
+
+// logWriteError logs at most one refused packet per dropLogEvery: a
+// client can make every one of its packets fail.
+func (t *TUNActor) logWriteError(err error, size int) {
+	if now := time.Now(); now.Sub(t.lastWriteLog) >= dropLogEvery {
+		t.lastWriteLog = now
+		t.cfg.Logger.Debug("failed to write a packet to TUN; skipped it", slog.Any("err", err), slog.Int("bytes", size))
+	}
 }
 
 func (t *TUNActor) startReader(ctx actor.Context) {
@@ -89,7 +131,7 @@ func (t *TUNActor) startReader(ctx actor.Context) {
 		t.cfg.Logger.Error("failed to clear TUN read deadline", slog.Any("err", err))
 	}
 	t.done, t.stop = make(chan struct{}), make(chan struct{})
-	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.stop, t.done)
+	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.incarnation, t.stop, t.done)
 }
 
 // stopReader unblocks the reader with a deadline and waits for it, so no
@@ -113,15 +155,15 @@ func (t *TUNActor) onReaderStopped(ctx actor.Context, err error) {
 		return
 	}
 	t.cfg.Logger.Error("TUN reader failed; restarting it", slog.Any("err", err))
-	self, sys := ctx.Self(), ctx.ActorSystem()
-	time.AfterFunc(readerRetry, func() { sys.Root.Send(self, &restartReader{}) })
+	self, sys, retry := ctx.Self(), ctx.ActorSystem(), &restartReader{incarnation: t.incarnation}
+	time.AfterFunc(readerRetry, func() { sys.Root.Send(self, retry) })
 }
 
 // readTUN is the TUN actor's reader goroutine. It exits on any read error,
 // reporting it unless the error is the deadline its owner set to stop it.
 // A panic here is not supervised by protoactor, so it is turned into an
 // error for the actor.
-func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, stop, done chan struct{}) {
+func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, incarnation uint64, stop, done chan struct{}) {
 	defer close(done)
 	budget := messages.NewBudget(routerBudget)
 	err := readLoop(dev, func(b *messages.ToClient) error {
@@ -133,7 +175,7 @@ func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, st
 		return nil
 	})
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		sys.Root.Send(self, &readerStopped{err: err})
+		sys.Root.Send(self, &readerStopped{incarnation: incarnation, err: err})
 	}
 }
 

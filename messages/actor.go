@@ -50,10 +50,35 @@ type ReclaimLease struct {
 type PoolStarted struct{}
 
 // LiveSessions answers PoolStarted: every session the Supervisor has, each
-// of which has been asked to reclaim its lease.
+// of which has been asked to reclaim its lease, and the grace reservations
+// the pool is to start from: the lease file's at start, and after a crash
+// the ones the previous incarnation handed over.
 type LiveSessions struct {
-	Sessions []*actor.PID
+	Sessions     []*actor.PID
+	Reservations []Reservation
 }
+
+// Reservation keeps an address for the client IPv6 address that held it,
+// until Until.
+type Reservation struct {
+	Client netip.Addr
+	Addr   netip.Addr
+	Until  time.Time
+}
+
+// PoolHandover is what a failing AddressPool incarnation gives its parent
+// to pass on to the next one: the reservations, which no live session can
+// restate (their clients are gone) and which would otherwise be lost.
+type PoolHandover struct {
+	Reservations []Reservation
+}
+
+// HealthCheck asks a service actor to answer Healthy; one that does not
+// answer within a short deadline is reported as unhealthy by /healthz.
+type HealthCheck struct{}
+
+// Healthy answers HealthCheck.
+type Healthy struct{}
 
 // Lease is one entry of the pool's table, the source of truth for who owns
 // which address.

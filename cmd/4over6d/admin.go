@@ -92,11 +92,13 @@ func (a *admin) status(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(doc)
 }
 
-// healthz answers 200 only when the actors respond, so a container
-// healthcheck notices a wedged engine, not just a live process.
+// healthz answers 200 only when the pool, the Router and the TUN actor
+// each answer within a short deadline, and 503 naming the ones that did
+// not, so a container healthcheck notices a wedged or degraded engine, not
+// just a live process.
 func (a *admin) healthz(w http.ResponseWriter, _ *http.Request) {
-	if _, err := a.srv.Leases(); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	if err := a.srv.Health(); err != nil {
+		http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	fmt.Fprintln(w, "ok")

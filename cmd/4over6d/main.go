@@ -4,7 +4,10 @@
 // NATs) them to the IPv4 side.
 //
 // Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the server
-// cannot start or fails, 2 for invalid flags.
+// cannot start or fails, 2 for invalid flags, 3 when the server gave up
+// because a service actor (pool, Router, TUN actor) kept failing or the
+// Supervisor itself failed; it saved its leases and removed its TUN device
+// and NAT table first, and a service manager should start it again.
 package main
 
 import (
@@ -28,6 +31,10 @@ import (
 // natTable is the nftables table 4over6d owns.
 const natTable = "4over6d"
 
+// exitGaveUp is the exit code after the server gave up on a failing actor
+// (see the package comment); the systemd unit and compose restart on it.
+const exitGaveUp = 3
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -50,6 +57,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	if err := serve(ctx, o, log); err != nil {
 		fmt.Fprintln(stderr, "4over6d:", err)
+		if gaveUp := (*actors.GaveUpError)(nil); errors.As(err, &gaveUp) {
+			return exitGaveUp
+		}
 		return 1
 	}
 	log.Info("4over6d stopped", slog.Duration("uptime", time.Since(start).Round(time.Millisecond)))
@@ -106,7 +116,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	defer waitAdmin()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
 		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn))
-	waitReloading(ctx, o, srv, log)
+	if failure := waitReloading(ctx, o, srv, log); failure != nil {
+		log.Error("the server gave up; removing NAT table and TUN device and exiting", slog.Any("err", failure), slog.Int("exit_code", exitGaveUp))
+		if err := closeWithin(srv, shutdownDeadline); err != nil {
+			log.Error("failed to stop cleanly", slog.Any("err", err))
+		}
+		return failure
+	}
 	log.Info("shutting down: closing sessions, removing NAT table and TUN device")
 	return closeWithin(srv, shutdownDeadline)
 }
@@ -128,17 +144,20 @@ func closeWithin(srv *actors.Server, d time.Duration) error {
 	}
 }
 
-// waitReloading blocks until ctx ends, applying SIGHUP meanwhile: the DNS
-// list is read again (from /etc/resolv.conf unless -dns was given) and new
-// 101 replies use it; no session is dropped.
-func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slog.Logger) {
+// waitReloading blocks until ctx ends or the server gives up (its reason
+// is returned), applying SIGHUP meanwhile: the DNS list is read again (from
+// /etc/resolv.conf unless -dns was given) and new 101 replies use it; no
+// session is dropped.
+func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case err := <-srv.Failed():
+			return err
 		case <-hup:
 			var dns [3]netip.Addr
 			if err := parseDNS(o.dnsFlag, resolvConf, &dns); err != nil {
