@@ -642,9 +642,11 @@ func exitStatus(err error) (int, string) {
 	return -1, err.Error()
 }
 
-// exitGaveUp is the exit code of a server whose service actor exceeded its
-// restart intensity.
-const exitGaveUp = 3
+// gaveUpStatus is the documented exit code of a server whose service actor
+// exceeded its restart intensity. The test spells the contract out rather
+// than use main.go's constant, so that changing the code alone cannot
+// change what is checked.
+const gaveUpStatus = 3
 
 // TestServiceActorGivesUpAndProcessExits checks what happens when a service
 // actor (pool, Router, TUN actor) keeps failing: past its restart intensity
@@ -702,8 +704,8 @@ func TestServiceActorGivesUpAndProcessExits(t *testing.T) {
 			}
 			select {
 			case err := <-s.done:
-				if code, how := exitStatus(err); code != exitGaveUp {
-					t.Fatalf("4over6d exited with %s after %d panics of %s; want exit status %d", how, early+burst, kind, exitGaveUp)
+				if code, how := exitStatus(err); code != gaveUpStatus {
+					t.Fatalf("4over6d exited with %s after %d panics of %s; want exit status %d", how, early+burst, kind, gaveUpStatus)
 				}
 			case <-time.After(relWait):
 				status, body, err := tp.tryAdmin("GET", "/healthz")
