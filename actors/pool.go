@@ -11,9 +11,9 @@ import (
 	"github.com/4over6d/4over6d/messages"
 )
 
-// recoveryWait bounds how long a fresh pool waits for live sessions to
-// restate their leases before it serves new requests anyway.
-const recoveryWait = 2 * time.Second
+// defaultRecoveryWait bounds how long a fresh pool waits for live sessions
+// to restate their leases before it serves new requests anyway.
+const defaultRecoveryWait = 2 * time.Second
 
 // AddressPool is the source of truth for leases. It watches every session
 // it leased to, so an address comes back however the session ended, and it
@@ -131,7 +131,7 @@ func (p *AddressPool) startRecovery(ctx actor.Context) {
 	p.recovering = true
 	ctx.Send(ctx.Parent(), &messages.PoolStarted{})
 	self, sys, tick := ctx.Self(), ctx.ActorSystem(), &recoveryTimeout{incarnation: p.incarnation}
-	p.timer = time.AfterFunc(recoveryWait, func() { sys.Root.Send(self, tick) })
+	p.timer = time.AfterFunc(p.cfg.recoveryWait, func() { sys.Root.Send(self, tick) })
 }
 
 func (p *AddressPool) stopTimer() {

@@ -17,6 +17,9 @@ import (
 // rootName is the Supervisor's name; the service actors live under it.
 const rootName = "4over6d"
 
+// stopWait bounds Close; the binary gives up sooner (shutdownDeadline).
+const stopWait = 30 * time.Second
+
 // queryTimeout bounds control-plane questions to the actors.
 const queryTimeout = 5 * time.Second
 
@@ -51,7 +54,15 @@ func Start(cfg Config) (*Server, error) {
 		sys.Shutdown()
 		return nil, fmt.Errorf("failed to spawn supervisor: %w", err)
 	}
-	return &Server{system: sys, root: root, cfg: sh}, nil
+	srv := &Server{system: sys, root: root, cfg: sh}
+	// The Supervisor spawns the service actors in its Started, before it
+	// answers anything: once this answer is in they exist, so nothing
+	// sent to them from now on is a dead letter.
+	if _, err := srv.ask(root, &statusQuery{}); err != nil {
+		sys.Shutdown()
+		return nil, fmt.Errorf("failed to start the actors: %w", err)
+	}
+	return srv, nil
 }
 
 // loadReservations reads the lease file. An unreadable file is reported,
@@ -113,11 +124,16 @@ func (s *Server) Health() error {
 // Calling it again returns the first call's result.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		err := s.system.Root.PoisonFuture(s.root).Wait()
-		s.system.Shutdown()
-		if err != nil {
-			s.closeErr = fmt.Errorf("failed to stop the supervisor: %w", err)
+		// Not PoisonFuture: protoactor answers a watch of an actor that
+		// is already stopping (one that gave up) at once, before its
+		// children (the pool saving the lease file) are done.
+		s.system.Root.Poison(s.root)
+		select {
+		case <-s.cfg.stopped:
+		case <-time.After(stopWait):
+			s.closeErr = fmt.Errorf("failed to stop the supervisor within %v", stopWait)
 		}
+		s.system.Shutdown()
 	})
 	return s.closeErr
 }
@@ -159,8 +175,8 @@ func (s *Server) Routes() (*messages.Routes, error) {
 }
 
 // InjectPanic makes one actor panic inside Receive, to exercise the
-// failure policy: actor is "pool", "router", "tun" or "session" (with the
-// session chosen by its leased address).
+// failure policy: actor is "pool", "router", "tun", "supervisor" or
+// "session" (with the session chosen by its leased address).
 func (s *Server) InjectPanic(ctx context.Context, kind string, addr netip.Addr) error {
 	var target *actor.PID
 	switch kind {
@@ -170,6 +186,8 @@ func (s *Server) InjectPanic(ctx context.Context, kind string, addr netip.Addr) 
 		target = s.cfg.router
 	case "tun":
 		target = s.cfg.tun
+	case "supervisor":
+		target = s.root
 	case "session":
 		routes, err := s.Routes()
 		if err != nil {
@@ -179,7 +197,7 @@ func (s *Server) InjectPanic(ctx context.Context, kind string, addr netip.Addr) 
 			return fmt.Errorf("no session holds %v", addr)
 		}
 	default:
-		return fmt.Errorf("unknown actor %q (want pool, router, tun or session)", kind)
+		return fmt.Errorf("unknown actor %q (want pool, router, tun, supervisor or session)", kind)
 	}
 	s.system.Root.Send(target, &messages.InjectPanic{Reason: "requested"})
 	return ctx.Err()

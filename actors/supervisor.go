@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,9 +30,12 @@ type shared struct {
 	pool, router, tun  *actor.PID
 	supervisorRestarts actor.SupervisorStrategy
 	reservations       []messages.Reservation // from the lease file at start
+	recoveryWait       time.Duration          // see defaultRecoveryWait
 	// failed carries the reason the server gave up to its owner (Server);
 	// it has room for one, and only the first failure is sent.
 	failed chan error
+	// stopped is closed when the Supervisor and all its children are gone.
+	stopped chan struct{}
 }
 
 // GaveUpError is why a server stopped by itself: a service actor failed
@@ -62,12 +64,12 @@ func (c *shared) reportFailure(err error) {
 // goroutine, spawns one Session per connection and the three service
 // actors, and decides what a failure means (see HandleFailure).
 type Supervisor struct {
-	cfg        *shared
-	sessions   map[string]*sessionEntry
-	perSource  map[netip.Addr]int
-	reply      messages.ReplySettings // current route and DNS for 101
-	acceptDone chan struct{}
-	stopping   bool
+	cfg       *shared
+	sessions  map[string]*sessionEntry
+	perSource map[netip.Addr]int
+	reply     messages.ReplySettings // current route and DNS for 101
+	accept    *acceptor              // nil until started and after the stop
+	stopping  bool
 	// reservations are given to every pool incarnation: the lease file's
 	// at first, then the ones a failing pool handed over.
 	reservations []messages.Reservation
@@ -80,10 +82,6 @@ type sessionEntry struct {
 	pid   *actor.PID
 	stats *SessionStats
 }
-
-// accepted hands a new connection from the accept goroutine to the
-// Supervisor, which decides whether to serve it.
-type accepted struct{ conn net.Conn }
 
 // statusQuery asks for a snapshot of every session.
 type statusQuery struct{}
@@ -99,8 +97,10 @@ func newSupervisor(cfg *shared) actor.Producer {
 // Receive handles one message.
 func (s *Supervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *accepted:
-		s.admit(ctx, m.conn)
+	case *acceptTick:
+		if conn, ok := s.accept.take(); ok {
+			s.admit(ctx, conn)
+		}
 	case *actor.Terminated:
 		s.onTerminated(ctx, m.Who)
 	case *messages.PoolStarted:
@@ -116,6 +116,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		}
 		s.cfg.Logger.Info("reply settings reloaded", slog.String("route", m.Route.String()),
 			slog.String("dns", fmt.Sprint(m.DNS)), slog.Int("sessions", len(s.sessions)))
+	case *messages.InjectPanic:
+		panic("injected fault in supervisor: " + m.Reason)
 	case *actor.Started:
 		s.start(ctx)
 	case *actor.Stopping, *actor.Restarting:
@@ -125,6 +127,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		// so this one must not keep running.
 		s.stopping = true
 		s.stopAccepting()
+	case *actor.Stopped:
+		close(s.cfg.stopped)
 	}
 }
 
@@ -150,46 +154,19 @@ func (s *Supervisor) start(ctx actor.Context) {
 			return
 		}
 	}
-	s.acceptDone = make(chan struct{})
-	go acceptLoop(s.cfg.Listener, s.cfg.Logger, ctx.ActorSystem(), ctx.Self(), s.acceptDone)
+	s.accept = startAcceptor(s.cfg.Listener, s.cfg.Logger, ctx.ActorSystem(), ctx.Self())
 }
 
-// acceptLoop is the Supervisor's accept goroutine. It never stalls on a
-// client: it only hands connections over. Temporary errors (such as
-// running out of file descriptors) are logged and retried after a pause.
-func acceptLoop(l net.Listener, log *slog.Logger, sys *actor.ActorSystem, self *actor.PID, done chan struct{}) {
-	defer close(done)
-	for {
-		conn, err := l.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			log.Error("failed to accept a connection; retrying", slog.Any("err", err))
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		sys.Root.Send(self, &accepted{conn: conn})
-	}
-}
-
+// stopAccepting ends the accept goroutine and closes every connection it
+// handed over that no tick has admitted yet.
 func (s *Supervisor) stopAccepting() {
-	if s.acceptDone == nil {
-		return
+	if s.accept != nil {
+		s.accept.stop()
+		s.accept = nil
 	}
-	_ = s.cfg.Listener.Close()
-	<-s.acceptDone
-	s.acceptDone = nil
 }
 
 func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
-	if s.stopping {
-		// Accepted just before the listener closed: a session spawned
-		// now would miss the stop that already went to every child and
-		// hold the shutdown up until its own timeout.
-		_ = conn.Close()
-		return
-	}
 	client := remoteAddrPort(conn)
 	if reason, refused := s.refusal(client.Addr()); refused {
 		s.cfg.Metrics.Refuse(reason)
@@ -341,5 +318,7 @@ func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
 		tun:                pid(tunName),
 		supervisorRestarts: actor.NewOneForOneStrategy(restartLimit, restartWindow, actor.DefaultDecider),
 		failed:             make(chan error, 1),
+		stopped:            make(chan struct{}),
+		recoveryWait:       defaultRecoveryWait,
 	}
 }

@@ -104,7 +104,7 @@ func (a *admin) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
-// panic makes one actor panic: ?actor=router|tun|pool|session, and for a
+// panic makes one actor panic: ?actor=router|tun|pool|supervisor|session, and for a
 // session &addr=<its leased IPv4 address>.
 func (a *admin) panic(w http.ResponseWriter, r *http.Request) {
 	var addr netip.Addr

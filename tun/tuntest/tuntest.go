@@ -43,6 +43,10 @@ type Device struct {
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 	dropped   atomic.Uint64
+	// reading counts Reads in progress and maxReading the most at once:
+	// a device has one reader, and a second one is a bug worth catching.
+	reading, maxReading atomic.Int32
+	panicWrites         atomic.Int32 // Writes left that panic
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -122,6 +126,14 @@ func (d *Device) MTU() int {
 // queued packets without blocking again. A passed deadline yields an error
 // matching os.ErrDeadlineExceeded, as with the real device's file.
 func (d *Device) Read(bufs [][]byte, sizes []int) (int, error) {
+	now := d.reading.Add(1)
+	defer d.reading.Add(-1)
+	for {
+		old := d.maxReading.Load()
+		if now <= old || d.maxReading.CompareAndSwap(old, now) {
+			break
+		}
+	}
 	if err := d.checkReadBuffers(bufs, sizes); err != nil {
 		return 0, err
 	}
@@ -207,6 +219,10 @@ func (d *Device) Write(bufs [][]byte) (int, error) {
 	if d.isClosed() {
 		return 0, tun.ErrClosed
 	}
+	if d.panicWrites.Add(-1) >= 0 {
+		panic("tuntest: injected panic in Write")
+	}
+	d.panicWrites.Store(-1)
 	d.mu.Lock()
 	loopback := d.loopback
 	d.mu.Unlock()
@@ -232,6 +248,14 @@ func (d *Device) offer(q chan<- []byte, pkt []byte) {
 		d.dropped.Add(1)
 	}
 }
+
+// MaxConcurrentReads is the most Reads that were ever in progress at once;
+// more than one means two readers shared the device.
+func (d *Device) MaxConcurrentReads() int { return int(d.maxReading.Load()) }
+
+// PanicOnWrites makes the next n calls to Write panic, as a driver bug
+// would, so a test can check what the writer's owner does with its batch.
+func (d *Device) PanicOnWrites(n int) { d.panicWrites.Store(int32(n)) }
 
 // SetReadDeadline sets the deadline for pending and future Reads; the zero
 // time clears it. A pending Read re-evaluates at once.
