@@ -112,8 +112,14 @@ func (tp *topology) startServer(t *testing.T, extra ...string) *server {
 // startServerArgs starts 4over6d with the common flags plus args.
 func (tp *topology) startServerArgs(t *testing.T, args []string) *server {
 	t.Helper()
+	return tp.startBinary(t, binary(t), args)
+}
+
+// startBinary is startServerArgs for a given build of 4over6d.
+func (tp *topology) startBinary(t *testing.T, bin string, args []string) *server {
+	t.Helper()
 	args = append([]string{"-listen", "[" + srvV6.String() + "]:5678", "-pool", e2ePool, "-log-level", "debug"}, args...)
-	s := &server{cmd: tp.srv.Command(context.Background(), binary(t), args...), logs: &syncBuffer{}, done: make(chan error, 1)}
+	s := &server{cmd: tp.srv.Command(context.Background(), bin, args...), logs: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start 4over6d: %v", err)
