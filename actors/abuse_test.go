@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -53,7 +54,7 @@ func (h *harness) keepAlive(c *client) {
 			case <-stop:
 				return
 			case <-tick.C:
-				_, _ = c.conn.Write(messages.AppendFrame(nil, messages.TypeHeartbeat, nil))
+				_, _ = c.conn.Write(wire.AppendFrame(nil, wire.TypeHeartbeat, nil))
 			}
 		}
 	}()
@@ -139,7 +140,7 @@ func (d *gatedDevice) Write(bufs [][]byte) (int, error) {
 // stalled, the session's socket reader must end up parked in
 // Budget.Acquire, which happens only when all inflightBatches tokens are
 // held by batches on their way to the TUN; from then on it reads nothing
-// more from the socket. Every batch holds at most messages.BatchCap
+// more from the socket. Every batch holds at most wire.BatchCap
 // packets, so the packets the session took in can never exceed
 // inflightBatches*BatchCap while the device is stalled; this is checked at
 // every sample while waiting and once the reader is parked. A reader that
@@ -160,12 +161,12 @@ func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	pkt := ping(c.addr, inetHost, 1)
 	var stream []byte
 	for range n {
-		stream = messages.AppendFrame(stream, messages.TypeDataRequest, pkt)
+		stream = wire.AppendFrame(stream, wire.TypeDataRequest, pkt)
 	}
 	sent := make(chan error, 1)
 	go func() { _, err := c.conn.Write(stream); sent <- err }()
 
-	const bound = inflightBatches * messages.BatchCap
+	const bound = inflightBatches * wire.BatchCap
 	checkBound := func() {
 		t.Helper()
 		if got := h.srv.Metrics().PacketsIn.Load(); got > bound {

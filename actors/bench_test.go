@@ -24,6 +24,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -206,7 +207,7 @@ func uplinkStream(src netip.Addr, n int) []byte {
 	copy(pkt[16:20], inetHost.AsSlice())
 	var out []byte
 	for range n {
-		out = messages.AppendFrame(out, messages.TypeDataRequest, pkt)
+		out = wire.AppendFrame(out, wire.TypeDataRequest, pkt)
 	}
 	return out
 }
@@ -235,16 +236,16 @@ func benchUplinkEngine(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	dec := messages.NewDecoder(conn)
+	dec := wire.NewDecoder(conn)
 	defer dec.Release()
-	if _, err := conn.Write(messages.AppendFrame(nil, messages.TypeIPRequest, nil)); err != nil {
+	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeIPRequest, nil)); err != nil {
 		b.Fatal(err)
 	}
 	f, err := dec.Next()
 	if err != nil {
 		b.Fatal(err)
 	}
-	reply, err := messages.ParseIPReply(f.Payload)
+	reply, err := wire.ParseIPReply(f.Payload)
 	if err != nil {
 		b.Fatal(err)
 	}

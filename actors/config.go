@@ -16,7 +16,7 @@ import (
 	"github.com/4over6d/4over6d/tun"
 )
 
-// Defaults from the lab protocol (PROTOCOL.md): clients expect a heartbeat
+// Defaults from the lab protocol (docs/protocol.md): clients expect a heartbeat
 // every 20 s and consider 60 s of silence a dead link.
 const (
 	DefaultHeartbeat        = 20 * time.Second

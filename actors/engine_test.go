@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
 const wait = 5 * time.Second
 
-func replyAddr(t *testing.T, f messages.Frame) netip.Addr {
+func replyAddr(t *testing.T, f wire.Frame) netip.Addr {
 	t.Helper()
-	r, err := messages.ParseIPReply(f.Payload)
+	r, err := wire.ParseIPReply(f.Payload)
 	if err != nil {
 		t.Fatalf("parse 101 %q: %v", f.Payload, err)
 	}
@@ -29,15 +29,15 @@ func TestAssignmentGivesDistinctAddressesAndExactReply(t *testing.T) {
 	seen := map[netip.Addr]bool{}
 	for range 4 {
 		c := h.dial()
-		c.send(messages.TypeIPRequest, nil)
+		c.send(wire.TypeIPRequest, nil)
 		f := c.next(wait)
-		if f.Type != messages.TypeIPReply {
+		if f.Type != wire.TypeIPReply {
 			t.Fatalf("first frame type %d, want 101", f.Type)
 		}
 		addr := replyAddr(t, f)
-		want := messages.AppendFrame(nil, messages.TypeIPReply,
+		want := wire.AppendFrame(nil, wire.TypeIPReply,
 			[]byte(addr.String()+" 0.0.0.0 198.51.100.53 198.51.100.54 203.0.113.53 \x00"))
-		if got := messages.AppendFrame(nil, f.Type, f.Payload); !bytes.Equal(got, want) {
+		if got := wire.AppendFrame(nil, f.Type, f.Payload); !bytes.Equal(got, want) {
 			t.Fatalf("101 frame = %q, want %q", got, want)
 		}
 		if seen[addr] || !testPool.Contains(addr) || addr == serverAddr || addr == testPool.Addr() {
@@ -53,7 +53,7 @@ func TestAssignmentGivesDistinctAddressesAndExactReply(t *testing.T) {
 func TestRepeatedRequestGetsSameAddress(t *testing.T) {
 	h := newHarness(t)
 	c := h.connect()
-	c.send(messages.TypeIPRequest, nil)
+	c.send(wire.TypeIPRequest, nil)
 	if got := replyAddr(t, c.next(wait)); got != c.addr {
 		t.Fatalf("second 101 = %v, first was %v", got, c.addr)
 	}
@@ -68,7 +68,7 @@ func TestClientPacketReachesTUN(t *testing.T) {
 	pkt := ping(c.addr, inetHost, 1)
 	// Trailing junk after the IPv4 total length is trimmed, as some
 	// clients send fixed-size payloads.
-	c.send(messages.TypeDataRequest, append(append([]byte(nil), pkt...), 0xde, 0xad, 0xbe, 0xef))
+	c.send(wire.TypeDataRequest, append(append([]byte(nil), pkt...), 0xde, 0xad, 0xbe, 0xef))
 	if got := h.written(wait); !bytes.Equal(got, pkt) {
 		t.Fatalf("TUN got %x, want %x", got, pkt)
 	}
@@ -107,7 +107,7 @@ func TestClientToClientThroughTUN(t *testing.T) {
 	h.dev.SetLoopback(testPool)
 	a, b := h.connect(), h.connect()
 	pkt := ping(a.addr, b.addr, 9)
-	a.send(messages.TypeDataRequest, pkt)
+	a.send(wire.TypeDataRequest, pkt)
 	if got := b.nextData(wait); !bytes.Equal(got, pkt) {
 		t.Fatalf("client B got %x, want %x", got, pkt)
 	}
@@ -137,12 +137,12 @@ func TestDropsAreCountedAndSessionSurvives(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			a, b := h.connect(), h.connect()
-			a.send(messages.TypeDataRequest, tc.packet(a.addr, b.addr))
+			a.send(wire.TypeDataRequest, tc.packet(a.addr, b.addr))
 			eventually(t, wait, tc.reason.String()+" drop", func() bool { return h.srv.Metrics().Drops(tc.reason) == 1 })
 			// The next packet on the same path must be the next one on the
 			// TUN: had the dropped one been written too, it would come first.
 			good := ping(a.addr, inetHost, 2)
-			a.send(messages.TypeDataRequest, good)
+			a.send(wire.TypeDataRequest, good)
 			if got := h.written(wait); !bytes.Equal(got, good) {
 				t.Fatalf("after the drop TUN got %x, want %x", got, good)
 			}
@@ -153,13 +153,13 @@ func TestDropsAreCountedAndSessionSurvives(t *testing.T) {
 func TestDataBeforeRequestIsDropped(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial()
-	c.send(messages.TypeDataRequest, ping(netip.MustParseAddr("192.0.2.2"), inetHost, 1))
+	c.send(wire.TypeDataRequest, ping(netip.MustParseAddr("192.0.2.2"), inetHost, 1))
 	eventually(t, wait, "before-lease drop", func() bool { return h.srv.Metrics().Drops(DropBeforeLease) == 1 })
 	c.handshake()
 	// Not kept for later either: the first packet on the TUN is the one
 	// sent after the lease.
 	pkt := ping(c.addr, inetHost, 2)
-	c.send(messages.TypeDataRequest, pkt)
+	c.send(wire.TypeDataRequest, pkt)
 	if got := h.written(wait); !bytes.Equal(got, pkt) {
 		t.Fatalf("first packet on the TUN after the lease is %x, want %x", got, pkt)
 	}
@@ -171,17 +171,17 @@ func TestControlFrameVariants(t *testing.T) {
 		raw   []byte
 		reply byte // expected reply type, 0 for none
 	}{
-		{"100 with length 0", []byte{0, 0, 0, 0, 100}, messages.TypeIPReply},
-		{"100 with 3 junk bytes", []byte{8, 0, 0, 0, 100, 1, 2, 3}, messages.TypeIPReply},
-		{"100 as a whole C struct", append([]byte{0x05, 0x10, 0, 0, 100}, make([]byte, 4096)...), messages.TypeIPReply},
-		{"200 encryption request", []byte{5, 0, 0, 0, 200}, messages.TypeUnsupported},
+		{"100 with length 0", []byte{0, 0, 0, 0, 100}, wire.TypeIPReply},
+		{"100 with 3 junk bytes", []byte{8, 0, 0, 0, 100, 1, 2, 3}, wire.TypeIPReply},
+		{"100 as a whole C struct", append([]byte{0x05, 0x10, 0, 0, 100}, make([]byte, 4096)...), wire.TypeIPReply},
+		{"200 encryption request", []byte{5, 0, 0, 0, 200}, wire.TypeUnsupported},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			c := h.dial()
 			c.sendRaw(tc.raw)
-			if f := c.next(wait); f.Type != tc.reply || (tc.reply == messages.TypeUnsupported && f.Length != 5) {
+			if f := c.next(wait); f.Type != tc.reply || (tc.reply == wire.TypeUnsupported && f.Length != 5) {
 				t.Fatalf("reply type %d length %d, want type %d", f.Type, f.Length, tc.reply)
 			}
 		})
@@ -194,7 +194,7 @@ func TestUnknownTypeIgnoredAndCounted(t *testing.T) {
 	c.send(150, []byte("whatever"))
 	eventually(t, wait, "unknown-type count", func() bool { return h.srv.Metrics().FrameErrors(FrameUnknownTyp) == 1 })
 	pkt := ping(c.addr, inetHost, 3)
-	c.send(messages.TypeDataRequest, pkt)
+	c.send(wire.TypeDataRequest, pkt)
 	if got := h.written(wait); !bytes.Equal(got, pkt) {
 		t.Fatal("session stopped working after an unknown frame type")
 	}
@@ -218,7 +218,7 @@ func TestMalformedFramingClosesOnlyThatConnection(t *testing.T) {
 			eventually(t, wait, "frame error count", func() bool { return h.srv.Metrics().FrameErrors(tc.kind) == 1 })
 			eventually(t, wait, "lease release", func() bool { return h.leaseCount() == 1 })
 			pkt := ping(good.addr, inetHost, 4)
-			good.send(messages.TypeDataRequest, pkt)
+			good.send(wire.TypeDataRequest, pkt)
 			if got := h.written(wait); !bytes.Equal(got, pkt) {
 				t.Fatal("the other client stopped working")
 			}
@@ -251,7 +251,7 @@ func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
 	awaitBeats := func(c *client, n int) {
 		t.Helper()
 		for beats := 0; beats < n; {
-			if f := c.next(wait); f.Type == messages.TypeHeartbeat {
+			if f := c.next(wait); f.Type == wire.TypeHeartbeat {
 				if f.Length != 5 {
 					t.Fatalf("heartbeat length %d, want 5", f.Length)
 				}
@@ -274,7 +274,7 @@ func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
 		t.Fatalf("leases after timeout = %+v, %v; want only the talker's %v", lt, err, talker.addr)
 	}
 	pkt := ping(talker.addr, inetHost, 1)
-	talker.send(messages.TypeDataRequest, pkt)
+	talker.send(wire.TypeDataRequest, pkt)
 	if got := h.written(wait); !bytes.Equal(got, pkt) {
 		t.Fatalf("the talker's packet after the timeout: TUN got %x, want %x", got, pkt)
 	}
@@ -286,7 +286,7 @@ func TestHeartbeatsAndSilenceTimeout(t *testing.T) {
 func TestHandshakeTimeout(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.HandshakeTimeout = 100 * time.Millisecond })
 	c := h.dial()
-	c.send(messages.TypeHeartbeat, nil) // liveness alone is not a handshake
+	c.send(wire.TypeHeartbeat, nil) // liveness alone is not a handshake
 	c.expectClosed(wait)
 	eventually(t, wait, "handshake-timeout count", func() bool { return h.srv.Metrics().ClosedBy(CloseHandshakeTimeout) == 1 })
 }
@@ -301,7 +301,7 @@ func TestPoolExhaustionAndReuse(t *testing.T) {
 		clients[i] = h.connect()
 	}
 	extra := h.dial()
-	extra.send(messages.TypeIPRequest, nil)
+	extra.send(wire.TypeIPRequest, nil)
 	extra.expectClosed(wait)
 	if n := h.srv.Metrics().LeaseDenials.Load(); n != 1 {
 		t.Fatalf("lease denials = %d, want 1", n)
@@ -360,11 +360,11 @@ func TestIsolatedClients(t *testing.T) {
 	h.dev.SetLoopback(testPool)
 	a, b := h.connect(), h.connect()
 	for _, dst := range []netip.Addr{b.addr, serverAddr} {
-		a.send(messages.TypeDataRequest, ping(a.addr, dst, 1))
+		a.send(wire.TypeDataRequest, ping(a.addr, dst, 1))
 	}
 	eventually(t, wait, "client-to-client drops", func() bool { return h.srv.Metrics().Drops(DropClientToClient) == 2 })
 	out := ping(a.addr, inetHost, 2)
-	a.send(messages.TypeDataRequest, out)
+	a.send(wire.TypeDataRequest, out)
 	if got := h.written(wait); !bytes.Equal(got, out) {
 		t.Fatalf("traffic to the internet was dropped too: got %x", got)
 	}
@@ -400,7 +400,7 @@ func TestDropLogsAreRateLimited(t *testing.T) {
 	spoofed := ping(netip.MustParseAddr("203.0.113.5"), inetHost, 1)
 	start := time.Now()
 	for range 200 {
-		c.send(messages.TypeDataRequest, spoofed)
+		c.send(wire.TypeDataRequest, spoofed)
 	}
 	eventually(t, wait, "200 spoof drops", func() bool { return h.srv.Metrics().Drops(DropSpoofed) == 200 })
 	// Every drop happened within took, so the limiter (one line per
@@ -419,12 +419,12 @@ func TestReloadChangesFutureReplies(t *testing.T) {
 	h.srv.Reload(netip.MustParseAddr("198.51.100.0"), dns)
 	want := " 198.51.100.0 203.0.113.1 203.0.113.2 203.0.113.3 \x00"
 	eventually(t, wait, "repeated 100 to see the new settings", func() bool {
-		old.send(messages.TypeIPRequest, nil)
+		old.send(wire.TypeIPRequest, nil)
 		f := old.next(wait)
-		return f.Type == messages.TypeIPReply && string(f.Payload) == old.addr.String()+want
+		return f.Type == wire.TypeIPReply && string(f.Payload) == old.addr.String()+want
 	})
 	c := h.dial()
-	c.send(messages.TypeIPRequest, nil)
+	c.send(wire.TypeIPRequest, nil)
 	if f := c.next(wait); !strings.HasSuffix(string(f.Payload), want) {
 		t.Fatalf("new client's 101 = %q, want it to end in %q", f.Payload, want)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -27,7 +27,7 @@ func (h *harness) awaitDownlink(c *client, seq uint16) {
 			if err != nil {
 				break
 			}
-			if f.Type == messages.TypeDataReply && bytes.Equal(f.Payload, marker) {
+			if f.Type == wire.TypeDataReply && bytes.Equal(f.Payload, marker) {
 				return
 			}
 		}
@@ -41,7 +41,7 @@ func (h *harness) awaitUplink(c *client, seq uint16) {
 	marker := tuntest.Ping(c.addr, inetHost, 0xcafe, seq, []byte("marker"))
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		c.send(messages.TypeDataRequest, marker)
+		c.send(wire.TypeDataRequest, marker)
 		stop := time.After(100 * time.Millisecond)
 	drain:
 		for {

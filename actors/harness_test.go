@@ -13,7 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -85,7 +85,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 type client struct {
 	t      *testing.T
 	conn   net.Conn
-	frames chan messages.Frame
+	frames chan wire.Frame
 	done   chan error // the reader's final error
 	addr   netip.Addr
 	paused atomic.Bool // stop consuming frames (a hung client)
@@ -97,7 +97,7 @@ func (h *harness) dial() *client {
 	if err != nil {
 		h.t.Fatalf("dial: %v", err)
 	}
-	c := &client{t: h.t, conn: conn, frames: make(chan messages.Frame, 1024), done: make(chan error, 1)}
+	c := &client{t: h.t, conn: conn, frames: make(chan wire.Frame, 1024), done: make(chan error, 1)}
 	stopped := make(chan struct{})
 	go c.read(stopped)
 	h.t.Cleanup(func() { _ = conn.Close(); <-stopped })
@@ -106,7 +106,7 @@ func (h *harness) dial() *client {
 
 func (c *client) read(stopped chan struct{}) {
 	defer close(stopped)
-	dec := messages.NewDecoder(c.conn)
+	dec := wire.NewDecoder(c.conn)
 	defer dec.Release()
 	for {
 		for c.paused.Load() {
@@ -144,7 +144,7 @@ func (h *harness) connect() *client {
 
 func (c *client) send(typ byte, payload []byte) {
 	c.t.Helper()
-	c.sendRaw(messages.AppendFrame(nil, typ, payload))
+	c.sendRaw(wire.AppendFrame(nil, typ, payload))
 }
 
 func (c *client) sendRaw(b []byte) {
@@ -155,7 +155,7 @@ func (c *client) sendRaw(b []byte) {
 }
 
 // next returns the next frame, failing the test after the timeout.
-func (c *client) next(timeout time.Duration) messages.Frame {
+func (c *client) next(timeout time.Duration) wire.Frame {
 	c.t.Helper()
 	f, err := c.tryNext(timeout)
 	if err != nil {
@@ -166,15 +166,15 @@ func (c *client) next(timeout time.Duration) messages.Frame {
 
 var errNoFrame = errors.New("no frame in time")
 
-func (c *client) tryNext(timeout time.Duration) (messages.Frame, error) {
+func (c *client) tryNext(timeout time.Duration) (wire.Frame, error) {
 	select {
 	case f, ok := <-c.frames:
 		if !ok {
-			return messages.Frame{}, io.EOF
+			return wire.Frame{}, io.EOF
 		}
 		return f, nil
 	case <-time.After(timeout):
-		return messages.Frame{}, errNoFrame
+		return wire.Frame{}, errNoFrame
 	}
 }
 
@@ -185,9 +185,9 @@ func (c *client) nextData(timeout time.Duration) []byte {
 	for {
 		f := c.next(time.Until(deadline))
 		switch f.Type {
-		case messages.TypeHeartbeat:
+		case wire.TypeHeartbeat:
 			continue
-		case messages.TypeDataReply:
+		case wire.TypeDataReply:
 			return f.Payload
 		default:
 			c.t.Fatalf("got frame type %d, want 103", f.Type)
@@ -212,12 +212,12 @@ func (c *client) expectClosed(timeout time.Duration) {
 
 func (c *client) handshake() netip.Addr {
 	c.t.Helper()
-	c.send(messages.TypeIPRequest, nil)
+	c.send(wire.TypeIPRequest, nil)
 	f := c.next(5 * time.Second)
-	if f.Type != messages.TypeIPReply {
+	if f.Type != wire.TypeIPReply {
 		c.t.Fatalf("first frame has type %d, want 101", f.Type)
 	}
-	r, err := messages.ParseIPReply(f.Payload)
+	r, err := wire.ParseIPReply(f.Payload)
 	if err != nil {
 		c.t.Fatalf("parse 101 %q: %v", f.Payload, err)
 	}

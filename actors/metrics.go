@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // DropReason says why a packet was not delivered. Drops are counted by
@@ -131,13 +131,13 @@ func (t FrameType) String() string { return frameTypeNames[t] }
 
 func frameTypeOf(typ byte) FrameType {
 	switch typ {
-	case messages.TypeIPRequest:
+	case wire.TypeIPRequest:
 		return FrameTypeIPRequest
-	case messages.TypeDataRequest:
+	case wire.TypeDataRequest:
 		return FrameTypeData
-	case messages.TypeHeartbeat:
+	case wire.TypeHeartbeat:
 		return FrameTypeHeartbeat
-	case messages.TypeEncryptRequest:
+	case wire.TypeEncryptRequest:
 		return FrameTypeEncrypt
 	}
 	return FrameTypeUnknown

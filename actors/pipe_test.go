@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // pipeListener is a net.Listener whose connections are net.Pipe pairs
@@ -56,7 +56,7 @@ func (c peerConn) RemoteAddr() net.Addr { return c.peer }
 func (l *pipeListener) pair(t *testing.T, peer netip.AddrPort) (server net.Conn, c *client) {
 	t.Helper()
 	srv, cli := net.Pipe()
-	c = &client{t: t, conn: cli, frames: make(chan messages.Frame, 1024), done: make(chan error, 1)}
+	c = &client{t: t, conn: cli, frames: make(chan wire.Frame, 1024), done: make(chan error, 1)}
 	stopped := make(chan struct{})
 	go c.read(stopped)
 	t.Cleanup(func() { _ = cli.Close(); <-stopped })

@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -57,7 +58,7 @@ func TestPanicInTUNWriteReleasesTheBatch(t *testing.T) {
 	panics := inflightBatches + 1
 	h.dev.PanicOnWrites(panics)
 	for i := 1; i <= panics; i++ {
-		c.send(messages.TypeDataRequest, ping(c.addr, inetHost, uint16(i)))
+		c.send(wire.TypeDataRequest, ping(c.addr, inetHost, uint16(i)))
 		eventually(t, wait, "the TUN actor to fail on the write", func() bool {
 			return h.srv.Metrics().Failures(KindTUN) == uint64(i)
 		})
@@ -293,7 +294,7 @@ func TestHealthNamesTheActorThatDoesNotAnswer(t *testing.T) {
 		t.Fatalf("healthy engine reported: %v", err)
 	}
 	c := h.connect()
-	c.send(messages.TypeDataRequest, ping(c.addr, inetHost, 1))
+	c.send(wire.TypeDataRequest, ping(c.addr, inetHost, 1))
 	eventually(t, wait, "the packet to reach the TUN actor", func() bool { return h.srv.Metrics().PacketsIn.Load() == 1 })
 	err := h.srv.Health()
 	if err == nil || !strings.Contains(err.Error(), "tun did not answer") {

@@ -22,6 +22,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // Router alone owns the IPv4-to-session map used on the data path.
@@ -115,7 +116,7 @@ func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {
 		rt, ok := r.lookup(pkt)
 		if !ok {
 			r.cfg.Metrics.Drop(DropNoRoute, 1)
-			messages.ReleasePacket(pkt)
+			wire.ReleasePacket(pkt)
 			continue
 		}
 		out := r.batchFor(ctx, rt)

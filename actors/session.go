@@ -28,6 +28,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 type sessionState int
@@ -98,8 +99,8 @@ var (
 	tickLease     = &leaseTick{}
 	// unsupportedFrame answers a type-200 encryption request, which makes
 	// that client fall back to plain mode.
-	unsupportedFrame = messages.AppendFrame(nil, messages.TypeUnsupported, nil)
-	heartbeatFrame   = messages.AppendFrame(nil, messages.TypeHeartbeat, nil)
+	unsupportedFrame = wire.AppendFrame(nil, wire.TypeUnsupported, nil)
+	heartbeatFrame   = wire.AppendFrame(nil, wire.TypeHeartbeat, nil)
 )
 
 func newSession(cfg *shared, conn net.Conn, stats *SessionStats, fields messages.ReplySettings) actor.Producer {
@@ -187,7 +188,7 @@ func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any)
 
 func (s *Session) onControl(ctx actor.Context, typ byte) {
 	switch typ {
-	case messages.TypeIPRequest:
+	case wire.TypeIPRequest:
 		switch s.state {
 		case stateAssigned:
 			s.out.control(controlReply, s.reply)
@@ -195,9 +196,9 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 			s.state = stateRequesting
 			s.requestLease(ctx)
 		}
-	case messages.TypeEncryptRequest:
+	case wire.TypeEncryptRequest:
 		s.out.control(controlUnsupported, unsupportedFrame)
-	case messages.TypeHeartbeat:
+	case wire.TypeHeartbeat:
 	default:
 		if now := time.Now(); now.Sub(s.lastFrameLog) >= dropLogEvery {
 			s.lastFrameLog = now
@@ -235,7 +236,7 @@ func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
 }
 
 func (s *Session) replyFrame() []byte {
-	return messages.IPReply{Addr: s.addr, Route: s.fields.Route, DNS: s.fields.DNS}.AppendFrame(nil)
+	return wire.IPReply{Addr: s.addr, Route: s.fields.Route, DNS: s.fields.DNS}.AppendFrame(nil)
 }
 
 func (s *Session) reclaim(ctx actor.Context, pool *actor.PID) {
@@ -309,7 +310,7 @@ const dropLogEvery = time.Second
 func (s *Session) drop(r DropReason, pkt []byte) {
 	s.cfg.Metrics.Drop(r, 1)
 	s.stats.Drops.Add(1)
-	messages.ReleasePacket(pkt)
+	wire.ReleasePacket(pkt)
 	if now := time.Now(); now.Sub(s.lastDropLog) >= dropLogEvery {
 		s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()),
 			slog.Int("suppressed_before", s.suppressed))

@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // The session's reader goroutine. It belongs to its Session actor, talks to
@@ -48,19 +49,19 @@ const (
 )
 
 var (
-	frameIPRequest = &clientFrame{messages.TypeIPRequest, inflightIPRequest}
-	frameHeartbeat = &clientFrame{messages.TypeHeartbeat, inflightHeartbeat}
-	frameEncrypt   = &clientFrame{messages.TypeEncryptRequest, inflightEncrypt}
+	frameIPRequest = &clientFrame{wire.TypeIPRequest, inflightIPRequest}
+	frameHeartbeat = &clientFrame{wire.TypeHeartbeat, inflightHeartbeat}
+	frameEncrypt   = &clientFrame{wire.TypeEncryptRequest, inflightEncrypt}
 	frameUnknown   = &clientFrame{0, inflightUnknown}
 )
 
 func controlMessage(typ byte) *clientFrame {
 	switch typ {
-	case messages.TypeIPRequest:
+	case wire.TypeIPRequest:
 		return frameIPRequest
-	case messages.TypeHeartbeat:
+	case wire.TypeHeartbeat:
 		return frameHeartbeat
-	case messages.TypeEncryptRequest:
+	case wire.TypeEncryptRequest:
 		return frameEncrypt
 	}
 	return frameUnknown
@@ -108,7 +109,7 @@ type clientReader struct {
 // is not delayed.
 func readClient(conn net.Conn, r *clientReader, cfg *shared, wg *sync.WaitGroup) {
 	defer wg.Done()
-	dec := messages.NewDecoder(conn)
+	dec := wire.NewDecoder(conn)
 	dec.SetFrameTimeout(cfg.Timeout)
 	defer dec.Release()
 	reason, err := r.loop(dec)
@@ -118,7 +119,7 @@ func readClient(conn net.Conn, r *clientReader, cfg *shared, wg *sync.WaitGroup)
 // errStopped ends the decode loop when the session is going away.
 var errStopped = errors.New("session stopped")
 
-func (r *clientReader) loop(dec *messages.Decoder) (reason CloseReason, err error) {
+func (r *clientReader) loop(dec *wire.Decoder) (reason CloseReason, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			reason, err = ClosePanic, fmt.Errorf("panic in session reader: %v", p)
@@ -132,7 +133,7 @@ func (r *clientReader) loop(dec *messages.Decoder) (reason CloseReason, err erro
 			return classifyReadErr(err, r.m)
 		}
 		r.frames.count(f.Type)
-		if f.Type == messages.TypeDataRequest {
+		if f.Type == wire.TypeDataRequest {
 			r.data(f.Payload)
 		} else if !r.flush() || !r.control(f.Type) {
 			return CloseStopped, errStopped
@@ -151,7 +152,7 @@ func (r *clientReader) loop(dec *messages.Decoder) (reason CloseReason, err erro
 
 // data adds one 102 payload to the batch, or counts it if it is not IPv4.
 func (r *clientReader) data(payload []byte) {
-	pkt, _, _, err := messages.ParseIPv4(payload)
+	pkt, _, _, err := wire.ParseIPv4(payload)
 	if err != nil {
 		r.m.Drop(DropNotIPv4, 1)
 		return
@@ -194,7 +195,7 @@ func (r *clientReader) control(typ byte) bool {
 }
 
 func classifyReadErr(err error, m *Metrics) (CloseReason, error) {
-	var tooLarge *messages.FrameTooLargeError
+	var tooLarge *wire.FrameTooLargeError
 	switch {
 	case errors.Is(err, io.EOF):
 		return CloseClientClosed, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // controlKind names a control frame towards the client. At most one frame
@@ -207,7 +208,7 @@ func (w *coalescer) batch(b *messages.ToClient) error {
 	defer b.Release()
 	w.q.queued.Add(-int64(len(b.Packets)))
 	for _, pkt := range b.Packets {
-		if err := w.append(nil, messages.TypeDataReply, pkt); err != nil {
+		if err := w.append(nil, wire.TypeDataReply, pkt); err != nil {
 			return err
 		}
 	}
@@ -221,7 +222,7 @@ func (w *coalescer) batch(b *messages.ToClient) error {
 func (w *coalescer) append(raw []byte, typ byte, payload []byte) error {
 	need := len(raw)
 	if raw == nil {
-		need = messages.HeaderLen + len(payload)
+		need = wire.HeaderLen + len(payload)
 	}
 	if w.buf == nil {
 		w.buf = writeBufs.Get().(*[writeBufSize]byte)
@@ -235,7 +236,7 @@ func (w *coalescer) append(raw []byte, typ byte, payload []byte) error {
 	if raw != nil {
 		out = append(w.buf[w.n:w.n], raw...)
 	} else {
-		out = messages.AppendFrame(w.buf[w.n:w.n], typ, payload)
+		out = wire.AppendFrame(w.buf[w.n:w.n], typ, payload)
 	}
 	w.n += len(out)
 	return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // The control lane: never dropped, coalesced per kind, and ahead of the
@@ -17,7 +18,7 @@ import (
 
 func TestControlLaneQueuesWhenDataIsFull(t *testing.T) {
 	var queued atomic.Int64
-	q := newOutQueue(2*messages.BatchCap, &queued)
+	q := newOutQueue(2*wire.BatchCap, &queued)
 	full := 0
 	for {
 		b := messages.NewToClient()
@@ -56,10 +57,10 @@ func TestControlLaneQueuesWhenDataIsFull(t *testing.T) {
 func TestHeartbeatOvertakesQueuedData(t *testing.T) {
 	const batches = 10
 	var queued atomic.Int64
-	q := newOutQueue(batches*messages.BatchCap, &queued)
+	q := newOutQueue(batches*wire.BatchCap, &queued)
 	for i := range batches {
 		b := messages.NewToClient()
-		for range messages.BatchCap {
+		for range wire.BatchCap {
 			pkt := make([]byte, 1400)
 			binary.BigEndian.PutUint32(pkt, uint32(i))
 			b.AppendCopy(pkt)
@@ -78,7 +79,7 @@ func TestHeartbeatOvertakesQueuedData(t *testing.T) {
 	go writeClient(srv, q, wait, &Metrics{}, sys, owner, &wg)
 	q.control(controlHeartbeat, heartbeatFrame)
 
-	dec := messages.NewDecoder(cli)
+	dec := wire.NewDecoder(cli)
 	defer dec.Release()
 	// The writer may have taken two batches before the heartbeat was
 	// queued: a 128 KiB buffer holds one 1400-byte batch and part of the
@@ -88,7 +89,7 @@ func TestHeartbeatOvertakesQueuedData(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d frames: %v", n, err)
 		}
-		if f.Type == messages.TypeHeartbeat {
+		if f.Type == wire.TypeHeartbeat {
 			break
 		}
 		if batch := binary.BigEndian.Uint32(f.Payload); batch >= 2 {

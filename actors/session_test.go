@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -93,14 +94,14 @@ func (r *sessionRig) toClient(pkts ...[]byte) {
 // counted, and the 101 is still the first frame the client sees.
 func TestDataBeforeTheReplyIsDropped(t *testing.T) {
 	r := newSessionRig(t)
-	r.c.send(messages.TypeIPRequest, nil)
+	r.c.send(wire.TypeIPRequest, nil)
 	r.request()
 	addr := netip.MustParseAddr("192.0.2.7")
 	early, late := ping(inetHost, addr, 1), ping(inetHost, addr, 2)
 	r.toClient(early)
 	r.sys.Root.Send(r.pid, &messages.LeaseGranted{Addr: addr})
 	r.toClient(late)
-	if f := r.c.next(wait); f.Type != messages.TypeIPReply {
+	if f := r.c.next(wait); f.Type != wire.TypeIPReply {
 		t.Fatalf("first frame has type %d, want 101", f.Type)
 	}
 	if got := r.c.nextData(wait); string(got) != string(late) {
@@ -116,20 +117,20 @@ func TestDataBeforeTheReplyIsDropped(t *testing.T) {
 // is waiting for the actor. Every frame is still counted.
 func TestControlFloodCostsBoundedMailbox(t *testing.T) {
 	r := newSessionRig(t)
-	r.c.send(messages.TypeIPRequest, nil)
+	r.c.send(wire.TypeIPRequest, nil)
 	r.request()
 	r.sys.Root.Send(r.pid, &messages.LeaseGranted{Addr: netip.MustParseAddr("192.0.2.7")})
-	if f := r.c.next(wait); f.Type != messages.TypeIPReply {
+	if f := r.c.next(wait); f.Type != wire.TypeIPReply {
 		t.Fatalf("first frame has type %d, want 101", f.Type)
 	}
 	const rounds, perRound = 50, 2000
 	var burst []byte
 	for i := range perRound {
-		typ := byte(messages.TypeHeartbeat)
+		typ := byte(wire.TypeHeartbeat)
 		if i%2 == 1 {
 			typ = 150 // no such type
 		}
-		burst = messages.AppendFrame(burst, typ, nil)
+		burst = wire.AppendFrame(burst, typ, nil)
 	}
 	for range rounds {
 		r.c.sendRaw(burst)

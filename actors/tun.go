@@ -25,6 +25,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun"
 )
 
@@ -185,15 +186,15 @@ func readLoop(dev tun.Device, send func(*messages.ToClient) error) (err error) {
 			err = fmt.Errorf("panic in TUN reader: %v", r)
 		}
 	}()
-	size := max(dev.MTU(), messages.SmallPacketBuf)
-	bufs := make([][]byte, messages.BatchCap)
-	sizes := make([]int, messages.BatchCap)
+	size := max(dev.MTU(), wire.SmallPacketBuf)
+	bufs := make([][]byte, wire.BatchCap)
+	sizes := make([]int, wire.BatchCap)
 	for i := range bufs {
-		bufs[i] = messages.GetPacketBuf(size)
+		bufs[i] = wire.GetPacketBuf(size)
 	}
 	defer func() {
 		for _, b := range bufs {
-			messages.ReleasePacket(b)
+			wire.ReleasePacket(b)
 		}
 	}()
 	for {
@@ -202,7 +203,7 @@ func readLoop(dev tun.Device, send func(*messages.ToClient) error) (err error) {
 			b := messages.NewToClient()
 			for i := range n {
 				b.Packets = append(b.Packets, bufs[i][:sizes[i]])
-				bufs[i] = messages.GetPacketBuf(size)
+				bufs[i] = wire.GetPacketBuf(size)
 			}
 			if err := send(b); err != nil {
 				return err

@@ -1,3 +1,7 @@
+// Package messages is the vocabulary of the server's actors: the plain
+// structs they exchange (leases, routes, batches of packets, health checks)
+// and the budgets that bound what is in flight between them. The wire
+// format they carry is package wire, beside it.
 package messages
 
 import (

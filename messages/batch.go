@@ -1,47 +1,22 @@
 package messages
 
-import "sync"
+import (
+	"sync"
 
-// Packet buffers come in two size classes. Almost every packet fits the
-// small class (the TUN MTU is at most 1500 by default); the large class
-// exists so a client's legal 64 KiB IPv4 packet is never truncated.
-const (
-	SmallPacketBuf = 2048
-	LargePacketBuf = 65536
-	// BatchCap is the most packets one actor message carries: enough to
-	// amortise the hand-off (about 11 ns/packet at 32, see
-	// PROTOACTOR-NOTES.md) while keeping latency for the first packet low.
-	BatchCap = 64
+	"github.com/4over6d/4over6d/messages/wire"
 )
+
+// BatchCap is the most packets one actor message carries: enough to
+// amortise the actor hand-off over many packets (measured per batch in
+// docs/performance.md, "Go benchmarks of the hot path") while keeping
+// latency for the first packet low. The client batches its TUN reads by
+// the same number.
+const BatchCap = wire.BatchCap
 
 var (
-	smallBufs = sync.Pool{New: func() any { return new([SmallPacketBuf]byte) }}
-	largeBufs = sync.Pool{New: func() any { return new([LargePacketBuf]byte) }}
-	fromPool  = sync.Pool{New: func() any { return &FromClient{Batch: Batch{Packets: make([][]byte, 0, BatchCap)}} }}
-	toPool    = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+	fromPool = sync.Pool{New: func() any { return &FromClient{Batch: Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+	toPool   = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
 )
-
-// GetPacketBuf lends a buffer with room for n bytes, returned with
-// ReleasePacket. Lending instead of allocating keeps the hot path free of
-// garbage: a buffer travels from a reader to a writer and back to the pool.
-func GetPacketBuf(n int) []byte {
-	if n <= SmallPacketBuf {
-		return smallBufs.Get().(*[SmallPacketBuf]byte)[:n]
-	}
-	return largeBufs.Get().(*[LargePacketBuf]byte)[:n]
-}
-
-// ReleasePacket gives a buffer from GetPacketBuf back. Buffers of any other
-// capacity are left to the garbage collector, so releasing a foreign slice is
-// harmless.
-func ReleasePacket(p []byte) {
-	switch cap(p) {
-	case SmallPacketBuf:
-		smallBufs.Put((*[SmallPacketBuf]byte)(p[:SmallPacketBuf]))
-	case LargePacketBuf:
-		largeBufs.Put((*[LargePacketBuf]byte)(p[:LargePacketBuf]))
-	}
-}
 
 // Batch carries up to BatchCap packets in one actor message. Ownership of
 // the batch and of every packet buffer in it moves with the message: the
@@ -154,7 +129,7 @@ func (b *Batch) Full() bool { return len(b.Packets) >= BatchCap }
 
 // AppendCopy copies pkt into a pooled buffer and adds it to the batch.
 func (b *Batch) AppendCopy(pkt []byte) {
-	buf := GetPacketBuf(len(pkt))
+	buf := wire.GetPacketBuf(len(pkt))
 	copy(buf, pkt)
 	b.Packets = append(b.Packets, buf)
 }
@@ -170,7 +145,7 @@ func (b *Batch) Bytes() int {
 
 func (b *Batch) releasePackets() {
 	for i, p := range b.Packets {
-		ReleasePacket(p)
+		wire.ReleasePacket(p)
 		b.Packets[i] = nil
 	}
 	b.Packets = b.Packets[:0]

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 // load runs one bounded load test: a setup phase that dials -n sessions
@@ -49,7 +49,7 @@ type session struct {
 	idx  int
 	conn net.Conn
 	addr netip.Addr
-	dec  *messages.Decoder
+	dec  *wire.Decoder
 	mu   sync.Mutex
 	hb   *time.Timer
 }
@@ -189,24 +189,24 @@ func (l *load) handshake(conn net.Conn, i int, t0 time.Time) (*session, error) {
 	if err := conn.SetDeadline(t0.Add(l.o.setupWait)); err != nil {
 		return nil, err
 	}
-	if _, err := conn.Write(messages.AppendFrame(nil, messages.TypeIPRequest, nil)); err != nil {
+	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeIPRequest, nil)); err != nil {
 		return nil, err
 	}
-	dec := messages.NewDecoder(conn)
+	dec := wire.NewDecoder(conn)
 	for {
 		f, err := dec.Next()
 		if err != nil {
 			return nil, err
 		}
 		switch f.Type {
-		case messages.TypeHeartbeat:
+		case wire.TypeHeartbeat:
 			l.hbRecv.Add(1)
 			continue
-		case messages.TypeIPReply:
+		case wire.TypeIPReply:
 		default:
 			return nil, fmt.Errorf("unexpected frame type %d before 101", f.Type)
 		}
-		reply, err := messages.ParseIPReply(f.Payload)
+		reply, err := wire.ParseIPReply(f.Payload)
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +237,7 @@ func classify(stage string, err error) string {
 		return stage + ": too many open files"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return stage + ": closed by server"
-	case errors.Is(err, messages.ErrMalformedIPReply):
+	case errors.Is(err, wire.ErrMalformedIPReply):
 		return stage + ": malformed 101"
 	}
 	return stage + ": " + err.Error()
@@ -261,7 +261,7 @@ func (s *session) heartbeat() {
 	if s.l.closing.Load() {
 		return
 	}
-	if s.write(messages.Heartbeat, time.Now().Add(controlWriteTimeout)) == nil {
+	if s.write(wire.Heartbeat, time.Now().Add(controlWriteTimeout)) == nil {
 		s.l.hbSent.Add(1)
 	}
 	s.mu.Lock()
@@ -285,9 +285,9 @@ func (s *session) read() {
 			return
 		}
 		switch f.Type {
-		case messages.TypeHeartbeat:
+		case wire.TypeHeartbeat:
 			s.l.hbRecv.Add(1)
-		case messages.TypeDataReply:
+		case wire.TypeDataReply:
 			s.l.dataRecv.Add(1)
 			s.l.dataBytes.Add(uint64(len(f.Payload)))
 		}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 )
 
 func TestOptionsRefuseNonDocumentationAddresses(t *testing.T) {
@@ -90,10 +90,10 @@ func TestUDPFrameIsAValidPacket(t *testing.T) {
 	f := newUDPFrame(src, 20001, dst, 1400)
 	for i := range 3 {
 		frame := f.next()
-		if got := binary.LittleEndian.Uint32(frame); got != 1405 || frame[4] != messages.TypeDataRequest {
+		if got := binary.LittleEndian.Uint32(frame); got != 1405 || frame[4] != wire.TypeDataRequest {
 			t.Fatalf("header: length %d type %d", got, frame[4])
 		}
-		pkt, s, d, err := messages.ParseIPv4(frame[messages.HeaderLen:])
+		pkt, s, d, err := wire.ParseIPv4(frame[wire.HeaderLen:])
 		if err != nil || s != src || d != dst.Addr() || len(pkt) != 1400 {
 			t.Fatalf("ParseIPv4: %v %v %v %d", err, s, d, len(pkt))
 		}
@@ -159,7 +159,7 @@ func (f *fakeServer) serve(c net.Conn) {
 	if f.accepted.Add(1) <= f.refuse {
 		return
 	}
-	dec := messages.NewDecoder(c)
+	dec := wire.NewDecoder(c)
 	defer dec.Release()
 	for {
 		fr, err := dec.Next()
@@ -167,17 +167,17 @@ func (f *fakeServer) serve(c net.Conn) {
 			return
 		}
 		switch fr.Type {
-		case messages.TypeIPRequest:
+		case wire.TypeIPRequest:
 			n := f.next.Add(1)
-			reply := messages.IPReply{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(n + 1)})}
+			reply := wire.IPReply{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(n + 1)})}
 			out := reply.AppendFrame(nil)
-			out = append(out, messages.Heartbeat...)
+			out = append(out, wire.Heartbeat...)
 			_, _ = c.Write(out)
-		case messages.TypeHeartbeat:
+		case wire.TypeHeartbeat:
 			f.heartbeat.Add(1)
-		case messages.TypeDataRequest:
+		case wire.TypeDataRequest:
 			f.data.Add(1)
-			_, _ = c.Write(messages.AppendFrame(nil, messages.TypeDataReply, fr.Payload))
+			_, _ = c.Write(wire.AppendFrame(nil, wire.TypeDataReply, fr.Payload))
 		}
 	}
 }

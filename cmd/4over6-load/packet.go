@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/checksum"
 )
 
@@ -38,14 +38,14 @@ func newUDPFrame(src netip.Addr, sport uint16, dst netip.AddrPort, size int) *ud
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:], uint16(size-ipv4HeaderLen))
 	// UDP checksum 0: "no checksum", legal over IPv4, and NAT keeps it so.
-	return &udpFrame{buf: messages.AppendFrame(nil, messages.TypeDataRequest, pkt)}
+	return &udpFrame{buf: wire.AppendFrame(nil, wire.TypeDataRequest, pkt)}
 }
 
 // next advances the frame to the next packet and returns it.
 func (f *udpFrame) next() []byte {
 	f.id++
 	f.seq++
-	pkt := f.buf[messages.HeaderLen:]
+	pkt := f.buf[wire.HeaderLen:]
 	binary.BigEndian.PutUint16(pkt[4:], f.id)
 	if len(pkt) >= ipv4HeaderLen+udpHeaderLen+8 {
 		binary.BigEndian.PutUint64(pkt[ipv4HeaderLen+udpHeaderLen:], f.seq)

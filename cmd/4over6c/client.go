@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun"
 )
 
@@ -27,7 +27,7 @@ type network interface {
 	// Attach returns the device for a session with lease, creating it on
 	// the first call and reconfiguring it when the lease changed, so that
 	// an unchanged lease keeps the same TUN across reconnects.
-	Attach(lease messages.IPReply) (tun.Device, error)
+	Attach(lease wire.IPReply) (tun.Device, error)
 	// Discard closes the device after it failed, so that the next Attach
 	// starts from a fresh one.
 	Discard()
@@ -111,7 +111,7 @@ func (c *client) session(ctx context.Context) sessionResult {
 	// Closing the connection is what unblocks the handshake on shutdown.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	dec := messages.NewDecoder(conn)
+	dec := wire.NewDecoder(conn)
 	defer dec.Release()
 	lease, err := handshake(conn, dec, c.cfg.handshakeTimeout)
 	if err != nil {
@@ -135,45 +135,45 @@ func (c *client) session(ctx context.Context) sessionResult {
 // handshake sends the address request (100) and reads frames until the
 // reply (101). Data and heartbeats before it are ignored; anything else,
 // or a reply a client cannot use, is a protocol violation.
-func handshake(conn net.Conn, dec *messages.Decoder, timeout time.Duration) (messages.IPReply, error) {
+func handshake(conn net.Conn, dec *wire.Decoder, timeout time.Duration) (wire.IPReply, error) {
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return messages.IPReply{}, fmt.Errorf("failed to set handshake deadline: %w", err)
+		return wire.IPReply{}, fmt.Errorf("failed to set handshake deadline: %w", err)
 	}
-	if _, err := conn.Write(messages.AppendFrame(nil, messages.TypeIPRequest, nil)); err != nil {
-		return messages.IPReply{}, fmt.Errorf("failed to send address request: %w", err)
+	if _, err := conn.Write(wire.AppendFrame(nil, wire.TypeIPRequest, nil)); err != nil {
+		return wire.IPReply{}, fmt.Errorf("failed to send address request: %w", err)
 	}
 	for {
 		f, err := dec.Next()
 		if err != nil {
-			return messages.IPReply{}, fmt.Errorf("failed to receive address reply: %w", readError(err))
+			return wire.IPReply{}, fmt.Errorf("failed to receive address reply: %w", readError(err))
 		}
 		switch f.Type {
-		case messages.TypeDataReply, messages.TypeHeartbeat:
+		case wire.TypeDataReply, wire.TypeHeartbeat:
 			continue
-		case messages.TypeIPReply:
+		case wire.TypeIPReply:
 		default:
-			return messages.IPReply{}, fmt.Errorf("%w: frame type %d before the address reply", errProtocol, f.Type)
+			return wire.IPReply{}, fmt.Errorf("%w: frame type %d before the address reply", errProtocol, f.Type)
 		}
 		lease, err := parseLease(f.Payload)
 		if err != nil {
-			return messages.IPReply{}, err
+			return wire.IPReply{}, err
 		}
 		if err := conn.SetDeadline(time.Time{}); err != nil {
-			return messages.IPReply{}, fmt.Errorf("failed to clear handshake deadline: %w", err)
+			return wire.IPReply{}, fmt.Errorf("failed to clear handshake deadline: %w", err)
 		}
 		return lease, nil
 	}
 }
 
 // parseLease parses a 101 payload and rejects addresses no host can use.
-func parseLease(payload []byte) (messages.IPReply, error) {
-	lease, err := messages.ParseIPReply(payload)
+func parseLease(payload []byte) (wire.IPReply, error) {
+	lease, err := wire.ParseIPReply(payload)
 	if err != nil {
-		return messages.IPReply{}, fmt.Errorf("%w: %w", errProtocol, err)
+		return wire.IPReply{}, fmt.Errorf("%w: %w", errProtocol, err)
 	}
 	a := lease.Addr
 	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return messages.IPReply{}, fmt.Errorf("%w: leased address %v is not a unicast host address", errProtocol, a)
+		return wire.IPReply{}, fmt.Errorf("%w: leased address %v is not a unicast host address", errProtocol, a)
 	}
 	return lease, nil
 }

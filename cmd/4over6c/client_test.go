@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
 
@@ -24,8 +24,8 @@ func TestHandshakeSendsRequestAndIgnoresFramesBeforeReply(t *testing.T) {
 		t.Fatalf("first bytes = %x, %v; want the 5-byte address request 0500000064", first, err)
 	}
 	var before []byte
-	before = append(before, messages.Heartbeat...)
-	before = messages.AppendFrame(before, messages.TypeDataReply, tuntest.Ping(remoteAddr, leasedAddr, 1, 1, nil))
+	before = append(before, wire.Heartbeat...)
+	before = wire.AppendFrame(before, wire.TypeDataReply, tuntest.Ping(remoteAddr, leasedAddr, 1, 1, nil))
 	p.write(append(before, testReply.AppendFrame(nil)...))
 	if got := rc.net.awaitLease(t); got != testReply {
 		t.Fatalf("lease = %+v, want %+v", got, testReply)
@@ -49,7 +49,7 @@ func TestPacketsFlowBothWaysInOrder(t *testing.T) {
 		dev.Inject(tuntest.Ping(leasedAddr, remoteAddr, 7, uint16(i), make([]byte, i)))
 	}
 	for i := range count {
-		f := p.next(messages.TypeDataRequest)
+		f := p.next(wire.TypeDataRequest)
 		if want := tuntest.Ping(leasedAddr, remoteAddr, 7, uint16(i), make([]byte, i)); !bytes.Equal(f.Payload, want) {
 			t.Fatalf("102 number %d carries %x, want %x", i, f.Payload, want)
 		}
@@ -57,7 +57,7 @@ func TestPacketsFlowBothWaysInOrder(t *testing.T) {
 
 	var burst []byte
 	for i := range count {
-		burst = messages.AppendFrame(burst, messages.TypeDataReply, tuntest.Pong(remoteAddr, leasedAddr, 7, uint16(i), make([]byte, i)))
+		burst = wire.AppendFrame(burst, wire.TypeDataReply, tuntest.Pong(remoteAddr, leasedAddr, 7, uint16(i), make([]byte, i)))
 	}
 	p.write(burst)
 	for i := range count {
@@ -77,11 +77,11 @@ func TestInvalidDataRepliesAreDroppedNotFatal(t *testing.T) {
 	_, rc, p := leasedSession(t)
 	pong := tuntest.Pong(remoteAddr, leasedAddr, 9, 1, []byte("after junk"))
 	var frames []byte
-	frames = messages.AppendFrame(frames, messages.TypeDataReply, []byte{0x60, 0, 0, 0})                         // IPv6
-	frames = messages.AppendFrame(frames, messages.TypeDataReply, pong[:10])                                     // truncated
-	frames = messages.AppendFrame(frames, messages.TypeDataReply, make([]byte, 0))                               // empty
-	frames = messages.AppendFrame(frames, messages.TypeDataReply, append(bytes.Clone(pong), "trailing junk"...)) // trimmed
-	frames = messages.AppendFrame(frames, messages.TypeIPReply, testReply.Format())                              // repeated reply
+	frames = wire.AppendFrame(frames, wire.TypeDataReply, []byte{0x60, 0, 0, 0})                         // IPv6
+	frames = wire.AppendFrame(frames, wire.TypeDataReply, pong[:10])                                     // truncated
+	frames = wire.AppendFrame(frames, wire.TypeDataReply, make([]byte, 0))                               // empty
+	frames = wire.AppendFrame(frames, wire.TypeDataReply, append(bytes.Clone(pong), "trailing junk"...)) // trimmed
+	frames = wire.AppendFrame(frames, wire.TypeIPReply, testReply.Format())                              // repeated reply
 	p.write(frames)
 	select {
 	case got := <-rc.net.device().Written():
@@ -116,12 +116,12 @@ func TestHeartbeatsSentEveryInterval(t *testing.T) {
 	srv := newFakeServer(t)
 	startClient(t, srv, sessionConfig{heartbeat: interval, timeout: 2 * time.Second, handshakeTimeout: time.Second})
 	p := srv.accept(t)
-	p.next(messages.TypeIPRequest)
+	p.next(wire.TypeIPRequest)
 	start := time.Now()
 	p.write(testReply.AppendFrame(nil))
 	arrivals := make([]time.Duration, 0, beats)
 	for k := 1; k <= beats; k++ {
-		p.next(messages.TypeHeartbeat)
+		p.next(wire.TypeHeartbeat)
 		at := time.Since(start)
 		arrivals = append(arrivals, at)
 		if earliest := time.Duration(k) * interval; at < earliest {
@@ -144,7 +144,7 @@ func TestSilentServerIsDeadAndClientReconnects(t *testing.T) {
 	srv := newFakeServer(t)
 	rc := startClient(t, srv, sessionConfig{heartbeat: 100 * time.Millisecond, timeout: timeout, handshakeTimeout: time.Second})
 	p := srv.accept(t)
-	p.next(messages.TypeIPRequest)
+	p.next(wire.TypeIPRequest)
 	start := time.Now()
 	p.write(testReply.AppendFrame(nil))
 	p.awaitClose(waitLong)
@@ -184,10 +184,10 @@ func TestHeartbeatingServerKeepsSession(t *testing.T) {
 	p.handshake(testReply)
 	rc.net.awaitLease(t)
 	for start := time.Now(); time.Since(start) < lasting; time.Sleep(every) {
-		p.write(messages.Heartbeat)
+		p.write(wire.Heartbeat)
 	}
 	pong := tuntest.Pong(remoteAddr, leasedAddr, 9, 1, []byte("still here"))
-	p.write(messages.AppendFrame(nil, messages.TypeDataReply, pong))
+	p.write(wire.AppendFrame(nil, wire.TypeDataReply, pong))
 	select {
 	case got := <-rc.net.device().Written():
 		if !bytes.Equal(got, pong) {
@@ -196,7 +196,7 @@ func TestHeartbeatingServerKeepsSession(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatalf("a 103 sent after %v of heartbeats never reached the TUN:\n%s", lasting, rc.logs.String())
 	}
-	p.next(messages.TypeHeartbeat) // fails if the client closed this connection
+	p.next(wire.TypeHeartbeat) // fails if the client closed this connection
 	if n := rc.logs.count("msg=disconnected"); n != 0 {
 		t.Fatalf("client disconnected %d times from a server sending heartbeats:\n%s", n, rc.logs.String())
 	}
@@ -211,15 +211,15 @@ func TestProtocolViolationsReconnect(t *testing.T) {
 		hangUp    bool
 		reason    string
 	}{
-		{"frame length 0x7fffffff", true, append(tooLarge, messages.TypeDataReply), false, "framing lost"},
-		{"frame length just above the limit", true, append(binary.LittleEndian.AppendUint32(nil, messages.MaxFrameLen+1), messages.TypeDataReply), false, "framing lost"},
-		{"unknown type", true, messages.AppendFrame(nil, 42, []byte("x")), false, "unexpected frame type 42"},
-		{"client type from server", true, messages.AppendFrame(nil, messages.TypeDataRequest, nil), false, "unexpected frame type 102"},
-		{"unknown type before reply", false, messages.AppendFrame(nil, 42, nil), false, "frame type 42 before"},
-		{"too large before reply", false, append(tooLarge, messages.TypeIPReply), false, "framing lost"},
-		{"malformed reply", false, messages.AppendFrame(nil, messages.TypeIPReply, []byte("not an address \x00")), false, "malformed IP reply"},
-		{"unusable address", false, messages.AppendFrame(nil, messages.TypeIPReply, []byte("0.0.0.0 0.0.0.0 1.1.1.1 1.1.1.1 1.1.1.1 \x00")), false, "not a unicast host"},
-		{"stream ends mid-frame", true, []byte{200, 0, 0, 0, messages.TypeDataReply, 0x45}, true, "middle of a frame"},
+		{"frame length 0x7fffffff", true, append(tooLarge, wire.TypeDataReply), false, "framing lost"},
+		{"frame length just above the limit", true, append(binary.LittleEndian.AppendUint32(nil, wire.MaxFrameLen+1), wire.TypeDataReply), false, "framing lost"},
+		{"unknown type", true, wire.AppendFrame(nil, 42, []byte("x")), false, "unexpected frame type 42"},
+		{"client type from server", true, wire.AppendFrame(nil, wire.TypeDataRequest, nil), false, "unexpected frame type 102"},
+		{"unknown type before reply", false, wire.AppendFrame(nil, 42, nil), false, "frame type 42 before"},
+		{"too large before reply", false, append(tooLarge, wire.TypeIPReply), false, "framing lost"},
+		{"malformed reply", false, wire.AppendFrame(nil, wire.TypeIPReply, []byte("not an address \x00")), false, "malformed IP reply"},
+		{"unusable address", false, wire.AppendFrame(nil, wire.TypeIPReply, []byte("0.0.0.0 0.0.0.0 1.1.1.1 1.1.1.1 1.1.1.1 \x00")), false, "not a unicast host"},
+		{"stream ends mid-frame", true, []byte{200, 0, 0, 0, wire.TypeDataReply, 0x45}, true, "middle of a frame"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,7 +230,7 @@ func TestProtocolViolationsReconnect(t *testing.T) {
 			if tt.handshake {
 				p.handshake(testReply)
 			} else {
-				p.next(messages.TypeIPRequest)
+				p.next(wire.TypeIPRequest)
 			}
 			p.write(tt.send)
 			if tt.hangUp {
@@ -283,7 +283,7 @@ func TestServerDownIsRetried(t *testing.T) {
 	// The server hangs up before answering: a failed connect, retried.
 	for range 3 {
 		p := srv.accept(t)
-		p.next(messages.TypeIPRequest)
+		p.next(wire.TypeIPRequest)
 		_ = p.conn.Close()
 	}
 	srv.accept(t).handshake(testReply)

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/netnstest"
 )
 
@@ -120,12 +120,12 @@ func handleTransfer(c net.Conn) {
 // sends a header declaring a 0x7fffffff-byte frame.
 func newMalformedServer(ln net.Listener) *connServer {
 	return serveConns(ln, func(c net.Conn) {
-		if _, err := io.ReadFull(c, make([]byte, messages.HeaderLen)); err != nil {
+		if _, err := io.ReadFull(c, make([]byte, wire.HeaderLen)); err != nil {
 			return
 		}
 		out := testReply.AppendFrame(nil)
 		out = binary.LittleEndian.AppendUint32(out, 0x7fffffff)
-		out = append(out, messages.TypeDataReply)
+		out = append(out, wire.TypeDataReply)
 		if _, err := c.Write(out); err != nil {
 			return
 		}

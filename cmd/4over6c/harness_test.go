@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun"
 	"github.com/4over6d/4over6d/tun/tuntest"
 	"go.uber.org/goleak"
@@ -30,7 +30,7 @@ const (
 var (
 	leasedAddr = netip.MustParseAddr("192.0.2.2")
 	remoteAddr = netip.MustParseAddr("198.51.100.2")
-	testReply  = messages.IPReply{
+	testReply  = wire.IPReply{
 		Addr: leasedAddr, Route: netip.IPv4Unspecified(),
 		DNS: [3]netip.Addr{netip.MustParseAddr("198.51.100.53"), netip.MustParseAddr("198.51.100.54"), netip.MustParseAddr("203.0.113.53")},
 	}
@@ -89,7 +89,7 @@ func (s *fakeServer) accept(t *testing.T) *peer {
 	t.Helper()
 	select {
 	case c := <-s.conns:
-		p := &peer{t: t, conn: c, dec: messages.NewDecoder(c)}
+		p := &peer{t: t, conn: c, dec: wire.NewDecoder(c)}
 		t.Cleanup(func() { _ = c.Close(); p.dec.Release() })
 		return p
 	case <-time.After(waitLong):
@@ -102,7 +102,7 @@ func (s *fakeServer) accept(t *testing.T) *peer {
 type peer struct {
 	t    *testing.T
 	conn net.Conn
-	dec  *messages.Decoder
+	dec  *wire.Decoder
 }
 
 func (p *peer) write(b []byte) {
@@ -113,7 +113,7 @@ func (p *peer) write(b []byte) {
 }
 
 // next returns the next frame of the given type, skipping heartbeats.
-func (p *peer) next(typ byte) messages.Frame {
+func (p *peer) next(typ byte) wire.Frame {
 	p.t.Helper()
 	_ = p.conn.SetReadDeadline(time.Now().Add(waitLong))
 	for {
@@ -124,16 +124,16 @@ func (p *peer) next(typ byte) messages.Frame {
 		if f.Type == typ {
 			return f
 		}
-		if f.Type != messages.TypeHeartbeat {
+		if f.Type != wire.TypeHeartbeat {
 			p.t.Fatalf("got frame %d while waiting for %d", f.Type, typ)
 		}
 	}
 }
 
 // handshake answers the client's 100 with reply.
-func (p *peer) handshake(reply messages.IPReply) {
+func (p *peer) handshake(reply wire.IPReply) {
 	p.t.Helper()
-	p.next(messages.TypeIPRequest)
+	p.next(wire.TypeIPRequest)
 	p.write(reply.AppendFrame(nil))
 }
 
@@ -157,12 +157,12 @@ func (p *peer) awaitClose(within time.Duration) time.Duration {
 type fakeNetwork struct {
 	mu       sync.Mutex
 	dev      *tuntest.Device
-	leases   chan messages.IPReply
+	leases   chan wire.IPReply
 	discards int
 }
 
 func newFakeNetwork(t *testing.T) *fakeNetwork {
-	n := &fakeNetwork{leases: make(chan messages.IPReply, 64)}
+	n := &fakeNetwork{leases: make(chan wire.IPReply, 64)}
 	t.Cleanup(func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
@@ -173,7 +173,7 @@ func newFakeNetwork(t *testing.T) *fakeNetwork {
 	return n
 }
 
-func (n *fakeNetwork) Attach(lease messages.IPReply) (tun.Device, error) {
+func (n *fakeNetwork) Attach(lease wire.IPReply) (tun.Device, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.dev == nil {
@@ -203,14 +203,14 @@ func (n *fakeNetwork) discardCount() int {
 	return n.discards
 }
 
-func (n *fakeNetwork) awaitLease(t *testing.T) messages.IPReply {
+func (n *fakeNetwork) awaitLease(t *testing.T) wire.IPReply {
 	t.Helper()
 	select {
 	case l := <-n.leases:
 		return l
 	case <-time.After(waitLong):
 		t.Fatal("client never attached the network")
-		return messages.IPReply{}
+		return wire.IPReply{}
 	}
 }
 

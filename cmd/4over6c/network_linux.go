@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun"
 )
 
@@ -39,7 +39,7 @@ func newHostNetwork(o *options, log *slog.Logger) *hostNetwork {
 // the new address if the lease changed, then brings routes and DNS in line
 // with the lease. A failure to apply DNS is logged, not fatal: the tunnel
 // works without it.
-func (h *hostNetwork) Attach(lease messages.IPReply) (tun.Device, error) {
+func (h *hostNetwork) Attach(lease wire.IPReply) (tun.Device, error) {
 	if err := h.ensureDevice(lease.Addr); err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (h *hostNetwork) ensureDevice(addr netip.Addr) error {
 }
 
 // routesFor decides which routes go through the TUN for a lease.
-func (h *hostNetwork) routesFor(lease messages.IPReply) []netip.Prefix {
+func (h *hostNetwork) routesFor(lease wire.IPReply) []netip.Prefix {
 	switch h.o.routeMode {
 	case routeList:
 		return h.o.routes

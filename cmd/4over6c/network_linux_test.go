@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/vishvananda/netlink"
 )
@@ -40,7 +40,7 @@ func TestRoutesFor(t *testing.T) {
 }
 
 // attachIn runs Attach inside ns, where the TUN must be created.
-func attachIn(t *testing.T, ns *netnstest.NS, h *hostNetwork, lease messages.IPReply) {
+func attachIn(t *testing.T, ns *netnstest.NS, h *hostNetwork, lease wire.IPReply) {
 	t.Helper()
 	if err := ns.Do(func() error { _, err := h.Attach(lease); return err }); err != nil {
 		t.Fatalf("Attach(%v): %v", lease.Addr, err)

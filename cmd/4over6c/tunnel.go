@@ -28,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun"
 )
 
@@ -63,7 +63,7 @@ type tunnelStats struct {
 type tunnel struct {
 	cfg   sessionConfig
 	conn  net.Conn
-	dec   *messages.Decoder
+	dec   *wire.Decoder
 	dev   tun.Device
 	log   *slog.Logger
 	stats tunnelStats
@@ -75,7 +75,7 @@ type tunnel struct {
 	lastHeartbeat atomic.Int64
 }
 
-func newTunnel(cfg sessionConfig, conn net.Conn, dec *messages.Decoder, dev tun.Device, log *slog.Logger) *tunnel {
+func newTunnel(cfg sessionConfig, conn net.Conn, dec *wire.Decoder, dev tun.Device, log *slog.Logger) *tunnel {
 	return &tunnel{cfg: cfg, conn: conn, dec: dec, dev: dev, log: log, start: time.Now()}
 }
 
@@ -110,7 +110,7 @@ func (t *tunnel) sendHeartbeats(ctx context.Context) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-ticker.C:
-			if err := t.write(messages.Heartbeat); err != nil {
+			if err := t.write(wire.Heartbeat); err != nil {
 				return err
 			}
 		}
@@ -159,11 +159,11 @@ func (t *tunnel) write(frames []byte) error {
 // and sends each batch in one write. It returns only on failure.
 func (t *tunnel) pumpFromTUN() error {
 	mtu := t.dev.MTU()
-	bufs, sizes := make([][]byte, messages.BatchCap), make([]int, messages.BatchCap)
+	bufs, sizes := make([][]byte, wire.BatchCap), make([]int, wire.BatchCap)
 	for i := range bufs {
 		bufs[i] = make([]byte, mtu)
 	}
-	out := make([]byte, 0, messages.BatchCap*(messages.HeaderLen+mtu))
+	out := make([]byte, 0, wire.BatchCap*(wire.HeaderLen+mtu))
 	for {
 		n, err := t.dev.Read(bufs, sizes)
 		if err != nil {
@@ -191,13 +191,13 @@ func (t *tunnel) appendDataRequest(out, pkt []byte) []byte {
 		return out
 	}
 	t.stats.sent.Add(1)
-	return messages.AppendFrame(out, messages.TypeDataRequest, pkt)
+	return wire.AppendFrame(out, wire.TypeDataRequest, pkt)
 }
 
 // pumpToTUN reads the server's frames until the connection fails or the
 // server breaks the protocol.
 func (t *tunnel) pumpToTUN() error {
-	batch := make([][]byte, 0, messages.BatchCap)
+	batch := make([][]byte, 0, wire.BatchCap)
 	defer func() { releaseAll(batch) }()
 	for {
 		f, err := t.dec.Next()
@@ -205,20 +205,20 @@ func (t *tunnel) pumpToTUN() error {
 			return readError(err)
 		}
 		switch f.Type {
-		case messages.TypeDataReply:
+		case wire.TypeDataReply:
 			if pkt := t.acceptDataReply(f.Payload); pkt != nil {
-				buf := messages.GetPacketBuf(len(pkt))
+				buf := wire.GetPacketBuf(len(pkt))
 				copy(buf, pkt)
 				batch = append(batch, buf)
 			}
-		case messages.TypeHeartbeat:
+		case wire.TypeHeartbeat:
 			t.lastHeartbeat.Store(int64(time.Since(t.start)))
-		case messages.TypeIPReply:
+		case wire.TypeIPReply:
 			t.log.Debug("ignored repeated address reply")
 		default:
 			return fmt.Errorf("%w: unexpected frame type %d", errProtocol, f.Type)
 		}
-		if len(batch) == messages.BatchCap || len(batch) > 0 && !t.dec.Buffered() {
+		if len(batch) == wire.BatchCap || len(batch) > 0 && !t.dec.Buffered() {
 			err := t.writeTUN(batch)
 			releaseAll(batch)
 			batch = batch[:0]
@@ -233,7 +233,7 @@ func (t *tunnel) pumpToTUN() error {
 // length, or nil for a payload the TUN must not get: not IPv4, truncated,
 // or larger than the MTU.
 func (t *tunnel) acceptDataReply(payload []byte) []byte {
-	pkt, _, _, err := messages.ParseIPv4(payload)
+	pkt, _, _, err := wire.ParseIPv4(payload)
 	if err == nil && len(pkt) > t.dev.MTU() {
 		err = fmt.Errorf("packet of %d bytes exceeds MTU %d", len(pkt), t.dev.MTU())
 	}
@@ -255,14 +255,14 @@ func (t *tunnel) writeTUN(batch [][]byte) error {
 
 func releaseAll(batch [][]byte) {
 	for i, p := range batch {
-		messages.ReleasePacket(p)
+		wire.ReleasePacket(p)
 		batch[i] = nil
 	}
 }
 
 // readError turns a decoder error into a session end reason.
 func readError(err error) error {
-	var tooLarge *messages.FrameTooLargeError
+	var tooLarge *wire.FrameTooLargeError
 	switch {
 	case errors.As(err, &tooLarge):
 		return fmt.Errorf("%w: %w", errProtocol, err)

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/4over6d/4over6d/tun/tuntest"
 )
@@ -167,7 +167,7 @@ func (s *server) stop(t *testing.T) (error, time.Duration) {
 type rawClient struct {
 	t    *testing.T
 	conn net.Conn
-	dec  *messages.Decoder
+	dec  *wire.Decoder
 	addr netip.Addr
 }
 
@@ -189,27 +189,27 @@ func (tp *topology) dialFrom(t *testing.T, src netip.Addr) *rawClient {
 	if err != nil {
 		t.Fatalf("dial server: %v", err)
 	}
-	c := &rawClient{t: t, conn: conn, dec: messages.NewDecoder(conn)}
+	c := &rawClient{t: t, conn: conn, dec: wire.NewDecoder(conn)}
 	t.Cleanup(func() { _ = conn.Close(); c.dec.Release() })
 	return c
 }
 
 func (c *rawClient) send(typ byte, payload []byte) {
 	c.t.Helper()
-	if _, err := c.conn.Write(messages.AppendFrame(nil, typ, payload)); err != nil {
+	if _, err := c.conn.Write(wire.AppendFrame(nil, typ, payload)); err != nil {
 		c.t.Fatalf("write: %v", err)
 	}
 }
 
 func (c *rawClient) handshake() {
 	c.t.Helper()
-	c.send(messages.TypeIPRequest, nil)
+	c.send(wire.TypeIPRequest, nil)
 	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
 	f, err := c.dec.Next()
-	if err != nil || f.Type != messages.TypeIPReply {
+	if err != nil || f.Type != wire.TypeIPReply {
 		c.t.Fatalf("handshake: frame %d, %v", f.Type, err)
 	}
-	r, err := messages.ParseIPReply(f.Payload)
+	r, err := wire.ParseIPReply(f.Payload)
 	if err != nil {
 		c.t.Fatalf("parse 101: %v", err)
 	}
@@ -226,7 +226,7 @@ func (c *rawClient) await(what string, match func(tuntest.Summary) bool) tuntest
 		if err != nil {
 			c.t.Fatalf("waiting for %s: %v", what, err)
 		}
-		if f.Type != messages.TypeDataReply {
+		if f.Type != wire.TypeDataReply {
 			continue
 		}
 		s, err := tuntest.Parse(f.Payload)
@@ -240,8 +240,8 @@ func TestHandshakeBytesOnTheWire(t *testing.T) {
 	tp := newTopology(t)
 	tp.startServer(t)
 	c := tp.dial(t)
-	c.send(messages.TypeIPRequest, nil)
-	want := messages.AppendFrame(nil, messages.TypeIPReply, []byte("192.0.2.2 0.0.0.0 198.51.100.53 198.51.100.54 203.0.113.53 \x00"))
+	c.send(wire.TypeIPRequest, nil)
+	want := wire.AppendFrame(nil, wire.TypeIPReply, []byte("192.0.2.2 0.0.0.0 198.51.100.53 198.51.100.54 203.0.113.53 \x00"))
 	buf := make([]byte, 4096)
 	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
 	n, err := c.conn.Read(buf) // one read, as the C clients do
@@ -257,7 +257,7 @@ func TestPingServerAndInternetThroughNAT(t *testing.T) {
 	c.handshake()
 	for i, dst := range []netip.Addr{tunAddr, inetV4} {
 		seq := uint16(i + 1)
-		c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x4646, seq, []byte("e2e ping")))
+		c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x4646, seq, []byte("e2e ping")))
 		c.await("echo reply from "+dst.String(), func(s tuntest.Summary) bool {
 			return s.Proto == 1 && s.ICMPType == 0 && s.Src == dst && s.Dst == c.addr && s.Seq == seq
 		})
@@ -277,7 +277,7 @@ func TestUDPIsMasqueradedAndRepliesReturn(t *testing.T) {
 	defer pc.Close()
 	c := tp.dial(t)
 	c.handshake()
-	c.send(messages.TypeDataRequest, tuntest.UDP(netip.AddrPortFrom(c.addr, 40000), netip.AddrPortFrom(inetV4, 7777), []byte("hello internet")))
+	c.send(wire.TypeDataRequest, tuntest.UDP(netip.AddrPortFrom(c.addr, 40000), netip.AddrPortFrom(inetV4, 7777), []byte("hello internet")))
 
 	_ = pc.SetReadDeadline(time.Now().Add(e2eWait))
 	buf := make([]byte, 2048)
@@ -303,7 +303,7 @@ func TestTwoClientsReachEachOther(t *testing.T) {
 	a, b := tp.dial(t), tp.dial(t)
 	a.handshake()
 	b.handshake()
-	a.send(messages.TypeDataRequest, tuntest.Ping(a.addr, b.addr, 0x4242, 1, []byte("a to b")))
+	a.send(wire.TypeDataRequest, tuntest.Ping(a.addr, b.addr, 0x4242, 1, []byte("a to b")))
 	b.await("A's echo request", func(s tuntest.Summary) bool {
 		return s.Proto == 1 && s.ICMPType == 8 && s.Src == a.addr && s.Seq == 1
 	})
@@ -382,9 +382,9 @@ func TestAdminEndpointAfterTraffic(t *testing.T) {
 	tp.startServer(t)
 	c := tp.dial(t)
 	c.handshake()
-	c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x4646, 1, []byte("metrics")))
+	c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x4646, 1, []byte("metrics")))
 	c.await("echo reply", func(s tuntest.Summary) bool { return s.Proto == 1 && s.ICMPType == 0 })
-	c.send(messages.TypeDataRequest, tuntest.Ping(netip.MustParseAddr("203.0.113.9"), inetV4, 1, 1, nil)) // spoofed
+	c.send(wire.TypeDataRequest, tuntest.Ping(netip.MustParseAddr("203.0.113.9"), inetV4, 1, 1, nil)) // spoofed
 	deadline := time.Now().Add(e2eWait)
 	for {
 		m := tp.adminGet(t, "/metrics")
@@ -418,7 +418,7 @@ func TestAdminEndpointAfterTraffic(t *testing.T) {
 // comes back within the deadline (after a fault the path may need a moment).
 func (c *rawClient) pingThrough(t *testing.T, seq uint16) {
 	t.Helper()
-	c.send(messages.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x5151, seq, []byte("chaos")))
+	c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, inetV4, 0x5151, seq, []byte("chaos")))
 	c.await("echo reply", func(s tuntest.Summary) bool { return s.Proto == 1 && s.ICMPType == 0 && s.Seq == seq })
 }
 
@@ -538,13 +538,13 @@ func TestSIGHUPReloadsDNSFromResolvConf(t *testing.T) {
 // address.
 func (c *rawClient) reply(t *testing.T) string {
 	t.Helper()
-	c.send(messages.TypeIPRequest, nil)
+	c.send(wire.TypeIPRequest, nil)
 	_ = c.conn.SetReadDeadline(time.Now().Add(e2eWait))
 	f, err := c.dec.Next()
-	if err != nil || f.Type != messages.TypeIPReply {
+	if err != nil || f.Type != wire.TypeIPReply {
 		t.Fatalf("waiting for 101: type %d, %v", f.Type, err)
 	}
-	r, err := messages.ParseIPReply(f.Payload)
+	r, err := wire.ParseIPReply(f.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/messages/wire"
 	"github.com/4over6d/4over6d/tun/tuntest"
 	"golang.org/x/sys/unix"
 )
@@ -301,7 +301,7 @@ func TestHeartbeatsReachASlowReaderUnderFlood(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if f.Type == messages.TypeHeartbeat && flooding.Load() && !ended.Load() {
+			if f.Type == wire.TypeHeartbeat && flooding.Load() && !ended.Load() {
 				controlBeats.Add(1)
 			}
 		}
@@ -319,7 +319,7 @@ func TestHeartbeatsReachASlowReaderUnderFlood(t *testing.T) {
 				return
 			}
 			switch f.Type {
-			case messages.TypeHeartbeat:
+			case wire.TypeHeartbeat:
 				if len(f.Payload) != 0 {
 					r.err = fmt.Errorf("frame %d: heartbeat with a %d-byte payload", n, len(f.Payload))
 					return
@@ -328,7 +328,7 @@ func TestHeartbeatsReachASlowReaderUnderFlood(t *testing.T) {
 					r.heartbeats++
 					r.beatsAt = append(r.beatsAt, time.Now())
 				}
-			case messages.TypeDataReply:
+			case wire.TypeDataReply:
 				seq, kind, err := checkFloodPacket(f.Payload, a.addr, b.addr)
 				if err != nil {
 					r.err = fmt.Errorf("frame %d: %w", n, err)
@@ -358,14 +358,14 @@ func TestHeartbeatsReachASlowReaderUnderFlood(t *testing.T) {
 	})
 
 	var seq uint64
-	buf := make([]byte, 0, perWrite*(messages.HeaderLen+floodPktLen))
+	buf := make([]byte, 0, perWrite*(wire.HeaderLen+floodPktLen))
 	flooding.Store(true)
 	start := time.Now()
 	for time.Since(start) < flood {
 		buf = buf[:0]
 		for range perWrite {
 			seq++
-			buf = messages.AppendFrame(buf, messages.TypeDataRequest, floodPacket(a.addr, b.addr, seq, kindData))
+			buf = wire.AppendFrame(buf, wire.TypeDataRequest, floodPacket(a.addr, b.addr, seq, kindData))
 		}
 		_ = a.conn.SetWriteDeadline(time.Now().Add(relWait))
 		if _, err := a.conn.Write(buf); err != nil {
@@ -377,7 +377,7 @@ func TestHeartbeatsReachASlowReaderUnderFlood(t *testing.T) {
 	// full, so A repeats it until B has seen one.
 	var r slowRead
 	deadline := time.After(relWait)
-	marker := messages.AppendFrame(nil, messages.TypeDataRequest, floodPacket(a.addr, b.addr, seq+1, kindEnd))
+	marker := wire.AppendFrame(nil, wire.TypeDataRequest, floodPacket(a.addr, b.addr, seq+1, kindEnd))
 	for sent := false; !sent; {
 		_ = a.conn.SetWriteDeadline(time.Now().Add(relWait))
 		if _, err := a.conn.Write(marker); err != nil {
@@ -428,7 +428,7 @@ type controlFlood struct {
 // (150), to conn for d, as fast as the connection takes them. A write cut
 // by the deadline is completed, so every byte sent belongs to a whole frame.
 func floodControl(conn net.Conn, d time.Duration) controlFlood {
-	pair := append(messages.AppendFrame(nil, messages.TypeHeartbeat, nil), messages.AppendFrame(nil, 150, nil)...)
+	pair := append(wire.AppendFrame(nil, wire.TypeHeartbeat, nil), wire.AppendFrame(nil, 150, nil)...)
 	chunk := bytes.Repeat(pair, 6554) // 64 KiB, whole pairs
 	var total int64
 	_ = conn.SetWriteDeadline(time.Now().Add(d))
@@ -439,19 +439,19 @@ func floodControl(conn net.Conn, d time.Duration) controlFlood {
 			break
 		}
 		if err != nil {
-			return controlFlood{frames: total / messages.HeaderLen, err: err}
+			return controlFlood{frames: total / wire.HeaderLen, err: err}
 		}
 	}
-	if part := total % messages.HeaderLen; part != 0 {
+	if part := total % wire.HeaderLen; part != 0 {
 		at := total % int64(len(pair))
 		_ = conn.SetWriteDeadline(time.Now().Add(relWait))
-		n, err := conn.Write(pair[at : at+messages.HeaderLen-part])
+		n, err := conn.Write(pair[at : at+wire.HeaderLen-part])
 		total += int64(n)
 		if err != nil {
-			return controlFlood{frames: total / messages.HeaderLen, err: err}
+			return controlFlood{frames: total / wire.HeaderLen, err: err}
 		}
 	}
-	return controlFlood{frames: total / messages.HeaderLen}
+	return controlFlood{frames: total / wire.HeaderLen}
 }
 
 // unreadBytes returns how many bytes written to conn the server process
@@ -494,7 +494,7 @@ func unreadBytes(pid int, conn net.Conn) (n int64, open bool, err error) {
 // pingOnce sends one echo request to dst and waits up to relWait for its
 // reply, skipping heartbeats and other packets.
 func (c *rawClient) pingOnce(dst netip.Addr, seq uint16) error {
-	if _, err := c.conn.Write(messages.AppendFrame(nil, messages.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x6464, seq, []byte("under flood")))); err != nil {
+	if _, err := c.conn.Write(wire.AppendFrame(nil, wire.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x6464, seq, []byte("under flood")))); err != nil {
 		return fmt.Errorf("echo request %d: %w", seq, err)
 	}
 	_ = c.conn.SetReadDeadline(time.Now().Add(relWait))
@@ -503,7 +503,7 @@ func (c *rawClient) pingOnce(dst netip.Addr, seq uint16) error {
 		if err != nil {
 			return fmt.Errorf("waiting for echo reply %d: %w", seq, err)
 		}
-		if f.Type != messages.TypeDataReply {
+		if f.Type != wire.TypeDataReply {
 			continue
 		}
 		if s, err := tuntest.Parse(f.Payload); err == nil && s.Proto == 1 && s.ICMPType == 0 && s.Src == dst && s.Seq == seq {

@@ -1,4 +1,4 @@
-package messages
+package wire
 
 import (
 	"encoding/binary"
@@ -43,7 +43,8 @@ var _ = [bufSize - MaxFrameLen]struct{}{} // compile-time check: bufSize >= MaxF
 var bufPool = sync.Pool{New: func() any { return new(buffer) }}
 
 // Decoder splits a byte stream into frames, following the tolerant reading rules
-// of PROTOCOL.md. It is not safe for concurrent use: one goroutine reads each
+// of docs/protocol.md (the table "What the server tolerates, and what it
+// refuses"). It is not safe for concurrent use: one goroutine reads each
 // connection.
 type Decoder struct {
 	r       io.Reader

@@ -1,12 +1,15 @@
-// Package messages holds the 4over6 wire format and the plain structs the actors
-// exchange, so that the session, router and client code share one definition of
-// every byte on the wire and every message between actors, and the codec can be
-// tested and fuzzed without sockets, a TUN device or an actor system.
+// Package wire is the 4over6 wire format: frames, the frame decoder, the 101
+// reply text, IPv4 packet checks and the pooled packet buffers. The server's
+// sessions and the client share one definition of every byte on the wire,
+// the codec can be tested and fuzzed without sockets, a TUN device or an
+// actor system, and a client built on it does not link the actor runtime
+// (package messages, beside it, is the actors' vocabulary).
 //
-// The wire format is the one the existing lab clients speak (see PROTOCOL.md): a
+// The wire format is the one the existing lab clients speak (see
+// docs/protocol.md): a
 // 5-byte header (a little-endian uint32 length counting the whole message, then a
 // type byte) followed by length-5 payload bytes.
-package messages
+package wire
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package messages
+package wire
 
 import (
 	"bytes"
@@ -20,7 +20,9 @@ var (
 	junk16      = mustHex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
 )
 
-// protocolExample is the IP reply given as the example in PROTOCOL.md.
+// protocolExample is the classic lab IP reply (13.8.0.0/24 pool, the lab's
+// own DNS servers); docs/protocol.md shows the same shape with documentation
+// addresses.
 var protocolExample = IPReply{
 	Addr:  netip.MustParseAddr("13.8.0.2"),
 	Route: netip.MustParseAddr("0.0.0.0"),
