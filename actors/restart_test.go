@@ -273,23 +273,11 @@ func TestServerGivesUpOnRepeatedFailures(t *testing.T) {
 	}
 }
 
-// wedgedDevice blocks every Write until released, like a driver stuck in
-// the kernel.
-type wedgedDevice struct {
-	*tuntest.Device
-	release chan struct{}
-}
-
-func (d *wedgedDevice) Write(bufs [][]byte) (int, error) {
-	<-d.release
-	return d.Device.Write(bufs)
-}
-
 // /healthz asks each service actor and names the one that does not answer.
 func TestHealthNamesTheActorThatDoesNotAnswer(t *testing.T) {
-	dev := &wedgedDevice{Device: tuntest.New("wedged0", 1500), release: make(chan struct{})}
+	dev := &gatedDevice{Device: tuntest.New("wedged0", 1500), gate: make(chan struct{})}
 	h := newHarness(t, func(c *Config) { c.Device = dev })
-	t.Cleanup(func() { close(dev.release) }) // before Close: the engine must be able to stop
+	t.Cleanup(func() { close(dev.gate) }) // before Close: the engine must be able to stop
 	if err := h.srv.Health(); err != nil {
 		t.Fatalf("healthy engine reported: %v", err)
 	}

@@ -29,40 +29,53 @@ import (
 )
 
 var (
-	srvV6    = netip.MustParseAddr("2001:db8:1::1")
-	cliV6    = netip.MustParseAddr("2001:db8:1::2")
-	cliV6b   = netip.MustParseAddr("2001:db8:1::3") // a second client host on the same link
-	srvV4    = netip.MustParseAddr("198.51.100.1")
-	inetV4   = netip.MustParseAddr("198.51.100.2")
-	tunAddr  = netip.MustParseAddr("192.0.2.1")
-	e2ePool  = "192.0.2.0/24"
-	e2eDNS   = "198.51.100.53,198.51.100.54,203.0.113.53"
-	e2eWait  = 5 * time.Second
-	buildBin sync.Once
-	binPath  string
-	binErr   error
+	srvV6   = netip.MustParseAddr("2001:db8:1::1")
+	cliV6   = netip.MustParseAddr("2001:db8:1::2")
+	cliV6b  = netip.MustParseAddr("2001:db8:1::3") // a second client host on the same link
+	srvV4   = netip.MustParseAddr("198.51.100.1")
+	inetV4  = netip.MustParseAddr("198.51.100.2")
+	tunAddr = netip.MustParseAddr("192.0.2.1")
+	e2ePool = "192.0.2.0/24"
+	e2eDNS  = "198.51.100.53,198.51.100.54,203.0.113.53"
+	e2eWait = 5 * time.Second
 )
 
-// binary builds 4over6d once per test run.
-func binary(t *testing.T) string {
+// builtBinary is one build of 4over6d, made at most once per test run.
+type builtBinary struct {
+	once  sync.Once
+	flags []string
+	path  string
+	err   error
+}
+
+var (
+	raceBinary = &builtBinary{flags: []string{"-race"}}
+	plainBuild = &builtBinary{}
+)
+
+// get builds the binary the first time and returns its path.
+func (b *builtBinary) get(t *testing.T) string {
 	t.Helper()
-	buildBin.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "4over6d-e2e")
 		if err != nil {
-			binErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "4over6d")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		b.path = filepath.Join(dir, "4over6d")
+		args := append(append([]string{"build"}, b.flags...), "-o", b.path, ".")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
+
+// binary is 4over6d built with the race detector, as the tests run.
+func binary(t *testing.T) string { return raceBinary.get(t) }
 
 // topology is one client, one server and one internet namespace.
 type topology struct {

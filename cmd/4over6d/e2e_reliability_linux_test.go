@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -46,34 +45,11 @@ const relWait = 30 * time.Second
 // default, on the server namespace's loopback).
 const adminAddr = "127.0.0.1:9604"
 
-var (
-	buildPlain sync.Once
-	plainPath  string
-	plainErr   error
-)
-
-// plainBinary builds 4over6d without the race detector, once per test run.
-// A test that measures the server's memory uses it: the race runtime's own
-// allocations (shadow memory, sync objects, traces) add tens of MiB that
-// vary from run to run and hide what the server itself keeps.
-func plainBinary(t *testing.T) string {
-	t.Helper()
-	buildPlain.Do(func() {
-		dir, err := os.MkdirTemp("", "4over6d-e2e-plain")
-		if err != nil {
-			plainErr = err
-			return
-		}
-		plainPath = filepath.Join(dir, "4over6d")
-		if out, err := exec.Command("go", "build", "-o", plainPath, ".").CombinedOutput(); err != nil {
-			plainErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if plainErr != nil {
-		t.Fatal(plainErr)
-	}
-	return plainPath
-}
+// plainBinary is 4over6d built without the race detector. A test that
+// measures the server's memory uses it: the race runtime's own allocations
+// (shadow memory, sync objects, traces) add tens of MiB that vary from run
+// to run and hide what the server itself keeps.
+func plainBinary(t *testing.T) string { return plainBuild.get(t) }
 
 // pid returns the process ID of the running 4over6d. `ip netns exec`
 // execs the binary, so the started process is the server itself; the check
