@@ -312,6 +312,11 @@ func TestPoolExhaustionAndReuse(t *testing.T) {
 	if got := h.connect().addr; got != freed {
 		t.Fatalf("new client got %v, want the freed %v", got, freed)
 	}
+	// Counted when the session has fully stopped, which is after its
+	// client saw the connection close.
+	eventually(t, wait, "the lease-denied session to be counted", func() bool {
+		return h.srv.Metrics().ClosedBy(CloseLeaseDenied) >= 1
+	})
 	if n := h.srv.Metrics().ClosedBy(CloseLeaseDenied); n != 1 {
 		t.Fatalf("sessions closed for lack of an address = %d, want 1", n)
 	}
