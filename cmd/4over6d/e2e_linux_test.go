@@ -459,10 +459,21 @@ func TestDebugPanicEndpoint(t *testing.T) {
 		}
 		other.pingThrough(t, uint16(i+1))
 	}
-	m := tp.adminGet(t, "/metrics")
-	for _, kind := range []string{"session", "router", "tun", "pool"} {
-		if !strings.Contains(m, `fourover6d_actor_failures_total{actor="`+kind+`"} 1`) {
-			t.Fatalf("failure of %s not counted:\n%s", kind, m)
+	// The endpoint only sends the panic; a ping that needs no pool can be
+	// answered before the pool has even failed, so wait for the counts.
+	var m string
+	counted := func() bool {
+		m = tp.adminGet(t, "/metrics")
+		for _, kind := range []string{"session", "router", "tun", "pool"} {
+			if !strings.Contains(m, `fourover6d_actor_failures_total{actor="`+kind+`"} 1`) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(e2eWait); !counted(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("failures not counted within %v:\n%s", e2eWait, m)
 		}
 	}
 	if !strings.Contains(m, "fourover6d_pool_leased 1") {
