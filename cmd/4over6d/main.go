@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "status" {
 		return runStatus(args[1:], stdout, stderr)
 	}
-	o, err := parseOptions(args, stderr, resolvConf)
+	o, err := parseOptions(args, stderr, hostResolvConfs...)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -52,6 +52,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := o.log.New(stderr)
+	if o.dnsNote != "" {
+		log.Warn("DNS for clients: "+o.dnsNote, slog.String("dns", fmt.Sprint(o.dns)))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -166,9 +169,13 @@ func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slo
 			return err
 		case <-hup:
 			var dns [3]netip.Addr
-			if err := parseDNS(o.dnsFlag, resolvConf, &dns); err != nil {
+			note, err := parseDNS(o.dnsFlag, o.resolv, &dns)
+			if err != nil {
 				log.Error("SIGHUP: keeping the old DNS list", slog.Any("err", err))
 				continue
+			}
+			if note != "" {
+				log.Warn("SIGHUP: DNS for clients: "+note, slog.String("dns", fmt.Sprint(dns)))
 			}
 			log.Info("SIGHUP: reloading", slog.String("dns", fmt.Sprint(dns)))
 			srv.Reload(o.route, dns)

@@ -24,7 +24,14 @@ const (
 	defaultMTU    = 1500
 	fallbackDNS   = "8.8.8.8"
 	resolvConf    = "/etc/resolv.conf"
+	// resolvedUpstream is where systemd-resolved lists the upstream
+	// servers it forwards to, when /etc/resolv.conf names only its stub.
+	resolvedUpstream = "/run/systemd/resolve/resolv.conf"
 )
+
+// hostResolvConfs are the files the default DNS list is read from, in
+// order of preference.
+var hostResolvConfs = []string{resolvConf, resolvedUpstream}
 
 // options are the parsed, validated command line.
 type options struct {
@@ -48,7 +55,9 @@ type options struct {
 	offload          bool
 	queue            int
 	leaseFile        string
-	dnsFlag          string // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
+	dnsFlag          string   // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
+	resolv           []string // where the default DNS list comes from
+	dnsNote          string   // why the default DNS list is not simply resolv.conf's, for a warning
 	log              logflag.Options
 }
 
@@ -60,7 +69,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 // parseOptions reads flags; every invalid value is a usageError with a
 // message that names the flag.
-func parseOptions(args []string, stderr io.Writer, resolv string) (*options, error) {
+func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, error) {
 	fs := flag.NewFlagSet("4over6d", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -72,7 +81,7 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	fs.StringVar(&pool, "pool", defaultPool, "IPv4 prefix leased to clients; its first host is the server's TUN address")
 	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: lab clients cap packets at 1500)")
-	fs.StringVar(&dns, "dns", "", "three comma-separated IPv4 DNS servers sent in 101 (default: first three nameservers of /etc/resolv.conf, else 8.8.8.8)")
+	fs.StringVar(&dns, "dns", "", "three comma-separated IPv4 DNS servers sent in 101 (default: the first three usable IPv4 nameservers of /etc/resolv.conf, skipping loopback and link-local ones; else systemd-resolved's upstream list; else 8.8.8.8)")
 	fs.StringVar(&route, "route", "0.0.0.0", "route field of 101 (0.0.0.0: all IPv4 through the tunnel)")
 	fs.StringVar(&o.nat, "nat", "auto", "masquerade the pool: auto (out of the IPv4 default route's interface), off, or an interface name")
 	fs.DurationVar(&o.heartbeat, "heartbeat", actors.DefaultHeartbeat, "interval of heartbeats (104) to each client")
@@ -97,7 +106,11 @@ func parseOptions(args []string, stderr io.Writer, resolv string) (*options, err
 	}
 	checks := []func() error{
 		func() error { return parsePool(pool, &o.pool) },
-		func() error { o.dnsFlag = dns; return parseDNS(dns, resolv, &o.dns) },
+		func() (err error) {
+			o.dnsFlag, o.resolv = dns, resolv
+			o.dnsNote, err = parseDNS(dns, resolv, &o.dns)
+			return err
+		},
 		func() error { return parseIPv4("-route", route, &o.route) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
@@ -131,53 +144,83 @@ func parseIPv4(flagName, s string, out *netip.Addr) error {
 	return nil
 }
 
-// parseDNS takes the -dns list, or the host's resolvers when it is empty.
-// Lists shorter than three are padded by repeating, as clients expect
-// exactly three fields.
-func parseDNS(list, resolv string, out *[3]netip.Addr) error {
+// parseDNS takes the -dns list, or the host's resolvers when it is empty
+// (see hostResolvers; note says what was skipped or fallen back to). Lists
+// shorter than three are padded by repeating, as clients expect exactly
+// three fields.
+func parseDNS(list string, resolv []string, out *[3]netip.Addr) (note string, err error) {
 	var addrs []netip.Addr
 	if list == "" {
-		addrs = resolvers(resolv)
-		if len(addrs) == 0 {
-			addrs = []netip.Addr{netip.MustParseAddr(fallbackDNS)}
-		}
+		addrs, note = hostResolvers(resolv)
 	} else {
 		for _, f := range strings.Split(list, ",") {
 			var a netip.Addr
 			if err := parseIPv4("-dns", strings.TrimSpace(f), &a); err != nil {
-				return err
+				return "", err
 			}
 			addrs = append(addrs, a)
 		}
 	}
 	if len(addrs) > 3 {
-		return fmt.Errorf("-dns has %d servers; the protocol carries three", len(addrs))
+		return "", fmt.Errorf("-dns has %d servers; the protocol carries three", len(addrs))
 	}
 	for i := range out {
 		out[i] = addrs[i%len(addrs)]
 	}
-	return nil
+	return note, nil
 }
 
-// resolvers returns the IPv4 nameservers of a resolv.conf, in order.
-func resolvers(path string) []netip.Addr {
+// hostResolvers picks the clients' resolvers from the first file in paths
+// that names a usable IPv4 nameserver. A loopback, link-local or
+// unspecified one is never usable: a client would ask its own machine (on
+// Ubuntu /etc/resolv.conf names systemd-resolved's 127.0.0.53, in Docker
+// 127.0.0.11). With none anywhere, it is fallbackDNS. note is empty when
+// the first file's list was used whole.
+func hostResolvers(paths []string) (addrs []netip.Addr, note string) {
+	var skipped []string
+	for i, path := range paths {
+		usable, bad := resolvers(path)
+		for _, b := range bad {
+			skipped = append(skipped, b.String()+" in "+path)
+		}
+		if len(usable) > 0 {
+			if len(skipped) > 0 || i > 0 {
+				note = fmt.Sprintf("skipped resolvers clients cannot use (%s); using %v from %s", strings.Join(skipped, ", "), usable, path)
+			}
+			return usable, note
+		}
+	}
+	if len(skipped) == 0 {
+		skipped = []string{"no IPv4 nameserver in " + strings.Join(paths, " or ")}
+	}
+	return []netip.Addr{netip.MustParseAddr(fallbackDNS)},
+		fmt.Sprintf("no usable resolver on this host (%s); clients get %s: set -dns", strings.Join(skipped, ", "), fallbackDNS)
+}
+
+// resolvers returns the IPv4 nameservers of a resolv.conf in order, at
+// most three usable ones, and the ones a client could not use.
+func resolvers(path string) (usable, skipped []netip.Addr) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	defer f.Close()
-	var out []netip.Addr
 	sc := bufio.NewScanner(f)
-	for sc.Scan() && len(out) < 3 {
+	for sc.Scan() && len(usable) < 3 {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 2 || fields[0] != "nameserver" {
 			continue
 		}
-		if a, err := netip.ParseAddr(fields[1]); err == nil && a.Is4() {
-			out = append(out, a)
+		a, err := netip.ParseAddr(fields[1])
+		switch {
+		case err != nil || !a.Is4():
+		case a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified():
+			skipped = append(skipped, a)
+		default:
+			usable = append(usable, a)
 		}
 	}
-	return out
+	return usable, skipped
 }
 
 func (o *options) validate() error {

@@ -68,6 +68,9 @@ func TestDNSFromResolvConf(t *testing.T) {
 		{"one padded", "search example\nnameserver 203.0.113.9\n", "203.0.113.9 203.0.113.9 203.0.113.9"},
 		{"two padded", "nameserver 203.0.113.9\nnameserver 203.0.113.8\n", "203.0.113.9 203.0.113.8 203.0.113.9"},
 		{"only IPv6 falls back", "nameserver 2001:db8::53\n", "8.8.8.8 8.8.8.8 8.8.8.8"},
+		{"loopback stub skipped", "nameserver 127.0.0.53\nnameserver 198.51.100.5\n", "198.51.100.5 198.51.100.5 198.51.100.5"},
+		{"link-local and unspecified skipped", "nameserver 169.254.169.254\nnameserver 0.0.0.0\nnameserver 203.0.113.7\n", "203.0.113.7 203.0.113.7 203.0.113.7"},
+		{"only Docker's loopback falls back", "nameserver 127.0.0.11\noptions ndots:0\n", "8.8.8.8 8.8.8.8 8.8.8.8"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,5 +97,57 @@ func TestDNSFlagPadding(t *testing.T) {
 	want := [3]netip.Addr{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.100.8"), netip.MustParseAddr("198.51.100.7")}
 	if o.dns != want {
 		t.Fatalf("dns = %v, want %v", o.dns, want)
+	}
+}
+
+// On a host whose /etc/resolv.conf names only a local stub, clients get
+// the upstream servers systemd-resolved lists, and the note says why; with
+// nothing usable anywhere, the fallback and a note naming what was skipped.
+func TestDNSSkipsResolversClientsCannotUse(t *testing.T) {
+	tests := []struct {
+		name, stub, upstream string
+		want                 string
+		note                 []string // all must appear; none means no note
+	}{
+		{"usable first file", "nameserver 198.51.100.1\n", "nameserver 203.0.113.1\n", "198.51.100.1", nil},
+		{"stub then upstream", "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lab\n", "nameserver 203.0.113.1\nnameserver 203.0.113.2\n",
+			"203.0.113.1 203.0.113.2 203.0.113.1", []string{"127.0.0.53", "203.0.113.1", "upstream"}},
+		{"stub, no upstream file", "nameserver 127.0.0.53\n", "", "8.8.8.8 8.8.8.8 8.8.8.8", []string{"127.0.0.53", "set -dns"}},
+		{"stub, upstream only loopback", "nameserver 127.0.0.53\n", "nameserver 127.0.0.1\n", "8.8.8.8 8.8.8.8 8.8.8.8", []string{"127.0.0.53", "127.0.0.1"}},
+		{"nothing at all", "", "", "8.8.8.8 8.8.8.8 8.8.8.8", []string{"no IPv4 nameserver"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			stub, upstream := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "upstream")
+			for path, text := range map[string]string{stub: tc.stub, upstream: tc.upstream} {
+				if text == "" {
+					continue
+				}
+				if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var dns [3]netip.Addr
+			note, err := parseDNS("", []string{stub, upstream}, &dns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := dns[0].String() + " " + dns[1].String() + " " + dns[2].String()
+			if want := tc.want; len(strings.Fields(want)) == 1 {
+				tc.want = want + " " + want + " " + want
+			}
+			if got != tc.want {
+				t.Fatalf("dns = %s, want %s", got, tc.want)
+			}
+			if len(tc.note) == 0 && note != "" {
+				t.Fatalf("unexpected note %q", note)
+			}
+			for _, w := range tc.note {
+				if !strings.Contains(note, w) {
+					t.Fatalf("note %q does not mention %q", note, w)
+				}
+			}
+		})
 	}
 }
