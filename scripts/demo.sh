@@ -13,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+# Run as root; from another user, through sudo when there is one.
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then exec sudo "$0" "$@"; fi
+[[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
 source scripts/deps.sh
 LAB_PREFIX="" LAB_CLIENTS=2
 source scripts/lab.sh

@@ -29,4 +29,12 @@ if ! command -v go >/dev/null 2>&1; then
 		[[ -x $d/go ]] && export PATH="$d:$PATH"
 	done
 fi
-command -v go >/dev/null 2>&1 || { echo "Go is not installed (need Go 1.26+: https://go.dev/dl/)" >&2; exit 1; }
+command -v go >/dev/null 2>&1 || { echo "Go is not installed (need Go 1.25+: https://go.dev/dl/)" >&2; exit 1; }
+# go.mod's go line is the oldest Go the code builds with (sync.WaitGroup.Go
+# needs 1.25); an older go command would try to download a toolchain.
+go_have=$(go env GOVERSION | sed -E 's/^go([0-9]+)\.([0-9]+).*/\1 \2/')
+read -r go_major go_minor <<<"$go_have"
+if ((go_major < 1 || (go_major == 1 && go_minor < 25))); then
+	echo "Go $(go env GOVERSION) is too old: need Go 1.25+ (https://go.dev/dl/)" >&2
+	exit 1
+fi

@@ -5,6 +5,11 @@
 # nftables tables (all removed again). As root, a test that would skip for
 # lack of privileges fails instead, so nothing is counted as passing unrun.
 set -euo pipefail
+# As another user, re-run through sudo when there is one (no sudo: the
+# namespace tests are skipped with a warning below).
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && [[ -z ${FOUR6_NO_SUDO:-} ]]; then
+	exec sudo "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 

@@ -28,7 +28,7 @@ command -v docker >/dev/null 2>&1 || die "the docker CLI is not installed"
 if ! command -v go >/dev/null 2>&1; then
 	for d in /usr/local/go/bin /usr/lib/go/bin; do [[ -x $d/go ]] && PATH="$d:$PATH"; done
 fi
-command -v go >/dev/null 2>&1 || die "Go is not installed (need Go 1.26+)"
+command -v go >/dev/null 2>&1 || die "Go is not installed (need Go 1.25+)"
 
 # static_busybox prints the path of a statically linked busybox, fetching
 # Debian's busybox-static package into the cache on first use.
