@@ -78,9 +78,9 @@ mkdir -p "$BIN"
 go build -o "$BIN/" ./cmd/4over6d ./cmd/4over6c ./scripts/bench/report
 if has_case wireguard; then
 	# go install in a temporary module-less directory: wireguard-go never
-	# enters this project's go.mod. The version is pinned (the commit that reports itself as v0.0.20250522), so runs on
-	# different days measure against the same code (WIREGUARD_GO_VERSION
-	# overrides it). Without the module proxy, the module cache serves it
+	# enters this project's go.mod. The version is pinned to what @latest
+	# resolved to for the runs in docs/performance.md, so runs on different
+	# days measure against the same code (WIREGUARD_GO_VERSION overrides it). Without the module proxy, the module cache serves it
 	# (it was verified when it was first downloaded).
 	wg=golang.zx2c4.com/wireguard@${WIREGUARD_GO_VERSION:-v0.0.0-20260522210424-ecfc5a8d5446}
 	(cd "$BENCH_WORK" && GOBIN=$BIN GOFLAGS= go install "$wg") ||
