@@ -151,3 +151,16 @@ func isDefault(dst *net.IPNet) bool {
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// RemoveStaleLink deletes a leftover persistent TUN named name in the
+// calling thread's network namespace (nothing to do if there is none). It
+// refuses a TUN that a process holds, which is a running server's, and an
+// interface of another type. Used by `4over6d cleanup`.
+func RemoveStaleLink(name string) error {
+	links, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("failed to open netlink: %w", err)
+	}
+	defer links.Close()
+	return removeStaleLink(links, name)
+}

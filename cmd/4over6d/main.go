@@ -43,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "status" {
 		return runStatus(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "cleanup" {
+		return runCleanup(args[1:], stdout, stderr)
+	}
 	o, err := parseOptions(args, stderr, hostResolvConfs...)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
