@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/4over6d/4over6d/messages/wire"
@@ -44,7 +45,14 @@ type client struct {
 	// stableAfter is how long a session must last to reset the backoff.
 	stableAfter time.Duration
 	log         *slog.Logger
+	// reconnect ends the current session (or the wait before the next)
+	// and connects again at once: SIGHUP. Nil never fires.
+	reconnect <-chan os.Signal
 }
+
+// errReconnect is why a session ended when the operator asked for a new
+// one (SIGHUP).
+var errReconnect = errors.New("reconnect requested (SIGHUP)")
 
 func newClient(o *options, host network, log *slog.Logger) *client {
 	d := &net.Dialer{Timeout: dialTimeout}
@@ -71,20 +79,46 @@ type sessionResult struct {
 // run connects and reconnects until ctx ends.
 func (c *client) run(ctx context.Context) {
 	for {
-		res := c.session(ctx)
+		sctx, cancel := context.WithCancelCause(ctx)
+		watched := c.watchReconnect(sctx, cancel)
+		res := c.session(sctx)
+		cancel(nil)
+		<-watched
 		if ctx.Err() != nil {
 			c.logEnd(res, "shutting down", 0)
 			return
+		}
+		if errors.Is(context.Cause(sctx), errReconnect) {
+			c.backoff.Reset()
+			c.logEnd(res, errReconnect.Error(), 0)
+			continue
 		}
 		if !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter {
 			c.backoff.Reset()
 		}
 		wait := c.backoff.Next()
 		c.logEnd(res, res.err.Error(), wait)
-		if !sleep(ctx, wait) {
+		if !c.sleep(ctx, wait) {
 			return
 		}
 	}
+}
+
+// watchReconnect ends ctx with errReconnect when a reconnect is asked for
+// while it runs. The watcher goroutine exits when ctx ends; the returned
+// channel is closed then.
+func (c *client) watchReconnect(ctx context.Context, cancel context.CancelCauseFunc) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-c.reconnect:
+			c.log.Info("SIGHUP: reconnecting")
+			cancel(errReconnect)
+		case <-ctx.Done():
+		}
+	}()
+	return done
 }
 
 func (c *client) logEnd(res sessionResult, reason string, wait time.Duration) {
@@ -179,13 +213,18 @@ func parseLease(payload []byte) (wire.IPReply, error) {
 }
 
 // sleep waits for d and reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d before the next connect, less if a reconnect is asked
+// for; false means ctx ended.
+func (c *client) sleep(ctx context.Context, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-timer.C:
+		return true
+	case <-c.reconnect:
+		c.log.Info("SIGHUP: connecting now")
 		return true
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,5 +304,30 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// SIGHUP drops the connection and connects again at once, without the
+// backoff and without giving up the lease's device.
+func TestSIGHUPReconnectsAtOnce(t *testing.T) {
+	verifyNoLeaks(t)
+	srv := newFakeServer(t)
+	hup := make(chan os.Signal, 1)
+	cfg := shortTimers()
+	cfg.timeout = time.Hour // only the signal may end the session
+	rc := startClientWith(t, srv, cfg, hup)
+	first := srv.accept(t)
+	first.handshake(testReply)
+	rc.net.awaitLease(t)
+	hup <- syscall.SIGHUP
+	first.awaitClose(waitLong)
+	second := srv.accept(t)
+	second.handshake(testReply)
+	rc.net.awaitLease(t)
+	if !rc.logs.hasLine("disconnected", "SIGHUP") {
+		t.Errorf("the reconnect is not logged with its reason:\n%s", rc.logs.String())
+	}
+	if n := rc.net.discardCount(); n != 0 {
+		t.Errorf("the device was discarded %d times on a reconnect", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -267,6 +268,12 @@ func leasedSession(t *testing.T) (*fakeServer, *runningClient, *peer) {
 
 func startClient(t *testing.T, srv *fakeServer, cfg sessionConfig) *runningClient {
 	t.Helper()
+	return startClientWith(t, srv, cfg, nil)
+}
+
+// startClientWith is startClient with a reconnect channel (SIGHUP).
+func startClientWith(t *testing.T, srv *fakeServer, cfg sessionConfig, reconnect <-chan os.Signal) *runningClient {
+	t.Helper()
 	addr := srv.ln.Addr().String()
 	rc := &runningClient{net: newFakeNetwork(t), logs: &logBuffer{}, done: make(chan struct{})}
 	c := &client{
@@ -280,6 +287,7 @@ func startClient(t *testing.T, srv *fakeServer, cfg sessionConfig) *runningClien
 		backoff:     &backoff{min: 10 * time.Millisecond, max: 50 * time.Millisecond, random: func() float64 { return 0.5 }},
 		stableAfter: time.Hour,
 		log:         slog.New(slog.NewTextHandler(rc.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		reconnect:   reconnect,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rc.cancel = cancel

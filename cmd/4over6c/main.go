@@ -4,7 +4,9 @@
 // connection is lost.
 //
 // Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the client
-// lacks privileges or cannot restore the host, 2 for invalid flags.
+// lacks privileges or cannot restore the host, 2 for invalid flags. SIGHUP
+// drops the current connection and connects again at once (the TUN, routes
+// and DNS stay if the server hands back the same lease).
 package main
 
 import (
@@ -45,7 +47,12 @@ func run(args []string, stderr io.Writer) int {
 	start := time.Now()
 	log.Info("4over6c starting", slog.String("server", o.server), slog.String("tun", o.tun), slog.Int("mtu", o.mtu))
 	host := newHostNetwork(o, log)
-	newClient(o, host, log).run(ctx)
+	c := newClient(o, host, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	c.reconnect = hup
+	c.run(ctx)
 	if err := host.Close(); err != nil {
 		log.Error("failed to restore the host network", slog.Any("err", err))
 		return 1
