@@ -149,7 +149,7 @@ func (r *Router) lookup(pkt []byte) (route, bool) {
 }
 
 // batchFor finds or starts the outgoing batch for rt; a full batch is
-// sent at once so no batch exceeds BatchCap.
+// sent at once so no batch exceeds wire.BatchCap.
 func (r *Router) batchFor(ctx actor.Context, rt route) *messages.ToClient {
 	for i := range r.scratch {
 		if r.scratch[i].pid != rt.pid {

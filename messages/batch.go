@@ -6,19 +6,12 @@ import (
 	"github.com/4over6d/4over6d/messages/wire"
 )
 
-// BatchCap is the most packets one actor message carries: enough to
-// amortise the actor hand-off over many packets (measured per batch in
-// docs/performance.md, "Go benchmarks of the hot path") while keeping
-// latency for the first packet low. The client batches its TUN reads by
-// the same number.
-const BatchCap = wire.BatchCap
-
 var (
-	fromPool = sync.Pool{New: func() any { return &FromClient{Batch: Batch{Packets: make([][]byte, 0, BatchCap)}} }}
-	toPool   = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, BatchCap)}} }}
+	fromPool = sync.Pool{New: func() any { return &FromClient{Batch: Batch{Packets: make([][]byte, 0, wire.BatchCap)}} }}
+	toPool   = sync.Pool{New: func() any { return &ToClient{Batch{Packets: make([][]byte, 0, wire.BatchCap)}} }}
 )
 
-// Batch carries up to BatchCap packets in one actor message. Ownership of
+// Batch carries up to wire.BatchCap packets in one actor message. Ownership of
 // the batch and of every packet buffer in it moves with the message: the
 // receiver either passes it on or calls Release. The two directions are
 // distinct message types (FromClient, ToClient) so an actor's type switch
@@ -123,9 +116,9 @@ func (b *Batch) giveBack() {
 	}
 }
 
-// Full reports whether the batch has reached BatchCap, so a producer knows
+// Full reports whether the batch has reached wire.BatchCap, so a producer knows
 // when to send it on.
-func (b *Batch) Full() bool { return len(b.Packets) >= BatchCap }
+func (b *Batch) Full() bool { return len(b.Packets) >= wire.BatchCap }
 
 // AppendCopy copies pkt into a pooled buffer and adds it to the batch.
 func (b *Batch) AppendCopy(pkt []byte) {
