@@ -72,13 +72,11 @@ type Session struct {
 	done    chan struct{}   // closed at shutdown: unblocks a reader waiting for budget
 	io      sync.WaitGroup
 	closed  bool
-	// Per-packet drop logs are limited to one per dropLogEvery, with the
-	// number suppressed in between, so a flood cannot flood the log; so
-	// are the logs of unknown frame types.
-	lastDropLog, lastFrameLog time.Time
-	suppressed                int
-	reason                    CloseReason
-	ended                     bool // reason is set
+	// Per-packet drop logs and the logs of unknown frame types are
+	// rate-limited, so a flood cannot flood the log.
+	dropLog, frameLog logLimit
+	reason            CloseReason
+	ended             bool // reason is set
 
 	heartbeat, silence, leaseWait *time.Timer
 }
@@ -200,9 +198,9 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 		s.out.control(controlUnsupported, unsupportedFrame)
 	case wire.TypeHeartbeat:
 	default:
-		if now := time.Now(); now.Sub(s.lastFrameLog) >= dropLogEvery {
-			s.lastFrameLog = now
-			s.cfg.Logger.Debug("ignoring frames of unknown type (counted in frames_total{type=\"unknown\"})", slog.String("client", s.client.String()))
+		if suppressed, ok := s.frameLog.allow(); ok {
+			s.cfg.Logger.Debug("ignoring frames of unknown type (counted in frames_total{type=\"unknown\"})",
+				slog.String("client", s.client.String()), slog.Int("suppressed_before", suppressed))
 		}
 	}
 }
@@ -305,19 +303,36 @@ func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
 	ctx.Send(s.cfg.tun, b)
 }
 
+// dropLogEvery is the most often a rate-limited log line is written.
 const dropLogEvery = time.Second
+
+// logLimit lets one line through per dropLogEvery and counts the ones it
+// held back in between, for the next line to report.
+type logLimit struct {
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be written now and, if so, how many
+// were held back since the last one.
+func (l *logLimit) allow() (suppressed int, ok bool) {
+	now := time.Now()
+	if now.Sub(l.last) < dropLogEvery {
+		l.suppressed++
+		return 0, false
+	}
+	suppressed, l.last, l.suppressed = l.suppressed, now, 0
+	return suppressed, true
+}
 
 func (s *Session) drop(r DropReason, pkt []byte) {
 	s.cfg.Metrics.Drop(r, 1)
 	s.stats.Drops.Add(1)
 	wire.ReleasePacket(pkt)
-	if now := time.Now(); now.Sub(s.lastDropLog) >= dropLogEvery {
+	if suppressed, ok := s.dropLog.allow(); ok {
 		s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()),
-			slog.Int("suppressed_before", s.suppressed))
-		s.lastDropLog, s.suppressed = now, 0
-		return
+			slog.Int("suppressed_before", suppressed))
 	}
-	s.suppressed++
 }
 
 func (s *Session) toClient(b *messages.ToClient) {

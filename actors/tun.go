@@ -44,10 +44,9 @@ type TUNActor struct {
 	cfg         *shared
 	dev         tun.Device
 	incarnation uint64
-	// lastWriteLog limits the log of refused packets (see logWriteError).
-	lastWriteLog time.Time
-	done         chan struct{} // closed when the reader goroutine has exited
-	stop         chan struct{} // closed to stop a reader waiting for budget
+	writeLog    logLimit      // refused packets (see logWriteError)
+	done        chan struct{} // closed when the reader goroutine has exited
+	stop        chan struct{} // closed to stop a reader waiting for budget
 }
 
 // readerStopped reports why the reader goroutine of an incarnation exited.
@@ -118,9 +117,9 @@ func (t *TUNActor) write(b *messages.FromClient) {
 // logWriteError logs at most one refused packet per dropLogEvery: a
 // client can make every one of its packets fail.
 func (t *TUNActor) logWriteError(err error, size int) {
-	if now := time.Now(); now.Sub(t.lastWriteLog) >= dropLogEvery {
-		t.lastWriteLog = now
-		t.cfg.Logger.Debug("failed to write a packet to TUN; skipped it", slog.Any("err", err), slog.Int("bytes", size))
+	if suppressed, ok := t.writeLog.allow(); ok {
+		t.cfg.Logger.Debug("failed to write a packet to TUN; skipped it", slog.Any("err", err), slog.Int("bytes", size),
+			slog.Int("suppressed_before", suppressed))
 	}
 }
 
