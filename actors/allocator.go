@@ -3,6 +3,8 @@ package actors
 import (
 	"net/netip"
 	"time"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 // allocator is the address pool's bookkeeping, kept free of actors so it
@@ -163,35 +165,28 @@ func (a *allocator) scan(ok func(netip.Addr) bool) (netip.Addr, bool) {
 // leased is the number of addresses in use.
 func (a *allocator) leased() int { return len(a.byAddr) }
 
-// reservationEntry is a reservation as it travels in and out of the lease
-// file.
-type reservationEntry struct {
-	client, addr netip.Addr
-	until        time.Time
-}
-
 // reserve seeds a reservation (from the lease file); addresses out of range
 // or already taken are ignored.
-func (a *allocator) reserve(r reservationEntry) {
-	if !a.inRange(r.addr) || !a.isFree(r.addr) {
+func (a *allocator) reserve(r messages.Reservation) {
+	if !a.inRange(r.Addr) || !a.isFree(r.Addr) {
 		return
 	}
-	if old, ok := a.byClient[r.client]; ok {
+	if old, ok := a.byClient[r.Client]; ok {
 		delete(a.reserved, old)
 	}
-	if prev, ok := a.reserved[r.addr]; ok {
+	if prev, ok := a.reserved[r.Addr]; ok {
 		delete(a.byClient, prev.client)
 	}
-	a.reserved[r.addr] = reservation{client: r.client, until: r.until}
-	a.byClient[r.client] = r.addr
+	a.reserved[r.Addr] = reservation{client: r.Client, until: r.Until}
+	a.byClient[r.Client] = r.Addr
 }
 
 // reservations lists the unexpired reservations.
-func (a *allocator) reservations(now time.Time) []reservationEntry {
-	out := make([]reservationEntry, 0, len(a.reserved))
+func (a *allocator) reservations(now time.Time) []messages.Reservation {
+	out := make([]messages.Reservation, 0, len(a.reserved))
 	for addr, r := range a.reserved {
 		if now.Before(r.until) {
-			out = append(out, reservationEntry{client: r.client, addr: addr, until: r.until})
+			out = append(out, messages.Reservation{Client: r.client, Addr: addr, Until: r.until})
 		}
 	}
 	return out

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 // The lease file lets clients keep their addresses across a server restart,
@@ -38,7 +40,7 @@ type leaseRecord struct {
 
 // loadLeaseFile returns the reservations a restarted server should honour.
 // A missing file is not an error (first start).
-func loadLeaseFile(path string, now time.Time, grace time.Duration) ([]reservationEntry, error) {
+func loadLeaseFile(path string, now time.Time, grace time.Duration) ([]messages.Reservation, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -53,14 +55,14 @@ func loadLeaseFile(path string, now time.Time, grace time.Duration) ([]reservati
 	if lf.Version != leaseFileVersion {
 		return nil, fmt.Errorf("lease file %s has version %d, want %d", path, lf.Version, leaseFileVersion)
 	}
-	var out []reservationEntry
+	var out []messages.Reservation
 	for _, r := range lf.Leases {
 		until := r.Until
 		if until.IsZero() {
 			until = now.Add(grace)
 		}
 		if r.Client.IsValid() && r.Addr.Is4() && until.After(now) {
-			out = append(out, reservationEntry{client: r.Client, addr: r.Addr, until: until})
+			out = append(out, messages.Reservation{Client: r.Client, Addr: r.Addr, Until: until})
 		}
 	}
 	return out, nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 func TestLeaseFileRoundTrip(t *testing.T) {
@@ -24,15 +26,15 @@ func TestLeaseFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []reservationEntry{
-		{client: clientA, addr: netip.MustParseAddr("192.0.2.10"), until: t0.Add(grace)},
-		{client: clientB, addr: netip.MustParseAddr("192.0.2.11"), until: t0.Add(time.Hour)},
+	want := []messages.Reservation{
+		{Client: clientA, Addr: netip.MustParseAddr("192.0.2.10"), Until: t0.Add(grace)},
+		{Client: clientB, Addr: netip.MustParseAddr("192.0.2.11"), Until: t0.Add(time.Hour)},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("loaded %+v, want %+v", got, want)
 	}
 	for i := range want {
-		if got[i].client != want[i].client || got[i].addr != want[i].addr || !got[i].until.Equal(want[i].until) {
+		if got[i].Client != want[i].Client || got[i].Addr != want[i].Addr || !got[i].Until.Equal(want[i].Until) {
 			t.Fatalf("entry %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}

@@ -115,16 +115,7 @@ func (p *AddressPool) stop() {
 }
 
 func (p *AddressPool) reservations() []messages.Reservation {
-	return reservationMessages(p.alloc.reservations(time.Now()))
-}
-
-// reservationMessages converts the allocator's reservations for a message.
-func reservationMessages(rs []reservationEntry) []messages.Reservation {
-	out := make([]messages.Reservation, len(rs))
-	for i, r := range rs {
-		out[i] = messages.Reservation{Client: r.client, Addr: r.addr, Until: r.until}
-	}
-	return out
+	return p.alloc.reservations(time.Now())
 }
 
 func (p *AddressPool) startRecovery(ctx actor.Context) {
@@ -142,7 +133,7 @@ func (p *AddressPool) stopTimer() {
 
 func (p *AddressPool) expectClaims(ctx actor.Context, live *messages.LiveSessions) {
 	for _, r := range live.Reservations {
-		p.alloc.reserve(reservationEntry{client: r.Client, addr: r.Addr, until: r.Until})
+		p.alloc.reserve(r)
 	}
 	for _, s := range live.Sessions {
 		if _, known := p.leases[s.Id]; !known {
@@ -274,7 +265,7 @@ func (p *AddressPool) saveLeases() {
 		}
 	}
 	for _, r := range p.alloc.reservations(now) {
-		recs = append(recs, leaseRecord{Client: r.client, Addr: r.addr, Until: r.until})
+		recs = append(recs, leaseRecord{Client: r.Client, Addr: r.Addr, Until: r.Until})
 	}
 	if err := saveLeaseFile(p.cfg.LeaseFile, recs, now); err != nil {
 		p.cfg.Logger.Error("failed to save leases", slog.String("file", p.cfg.LeaseFile), slog.Any("err", err))

@@ -47,7 +47,7 @@ func Start(cfg Config) (*Server, error) {
 		}),
 	)
 	sh := newShared(cfg, sys, rootName)
-	sh.reservations = reservationMessages(loadReservations(cfg))
+	sh.reservations = loadReservations(cfg)
 	props := actor.PropsFromProducer(newSupervisor(sh), actor.WithGuardian(&rootGuardian{cfg: sh}))
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
@@ -68,7 +68,7 @@ func Start(cfg Config) (*Server, error) {
 // loadReservations reads the lease file. An unreadable file is reported,
 // moved aside (never silently overwritten) and otherwise ignored: losing
 // address stickiness must not keep the server from starting.
-func loadReservations(cfg Config) []reservationEntry {
+func loadReservations(cfg Config) []messages.Reservation {
 	if cfg.LeaseFile == "" {
 		return nil
 	}
