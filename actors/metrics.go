@@ -148,8 +148,6 @@ func frameTypeOf(typ byte) FrameType {
 // operation per frame.
 type frameCounts [numFrameTypes]uint64
 
-func (c *frameCounts) count(typ byte) { c[frameTypeOf(typ)]++ }
-
 // setupBuckets are the upper bounds, in seconds, of the session setup
 // latency histogram (accept to 101 queued).
 var setupBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}

@@ -48,23 +48,13 @@ const (
 	inflightUnknown
 )
 
-var (
-	frameIPRequest = &clientFrame{wire.TypeIPRequest, inflightIPRequest}
-	frameHeartbeat = &clientFrame{wire.TypeHeartbeat, inflightHeartbeat}
-	frameEncrypt   = &clientFrame{wire.TypeEncryptRequest, inflightEncrypt}
-	frameUnknown   = &clientFrame{0, inflightUnknown}
-)
-
-func controlMessage(typ byte) *clientFrame {
-	switch typ {
-	case wire.TypeIPRequest:
-		return frameIPRequest
-	case wire.TypeHeartbeat:
-		return frameHeartbeat
-	case wire.TypeEncryptRequest:
-		return frameEncrypt
-	}
-	return frameUnknown
+// controlMessages is the message for each control frame type, by the
+// FrameType the reader already worked out to count the frame.
+var controlMessages = [numFrameTypes]*clientFrame{
+	FrameTypeIPRequest: {wire.TypeIPRequest, inflightIPRequest},
+	FrameTypeHeartbeat: {wire.TypeHeartbeat, inflightHeartbeat},
+	FrameTypeEncrypt:   {wire.TypeEncryptRequest, inflightEncrypt},
+	FrameTypeUnknown:   {0, inflightUnknown},
 }
 
 // inflight is the set of control kinds a reader has sent to its actor and
@@ -132,10 +122,11 @@ func (r *clientReader) loop(dec *wire.Decoder) (reason CloseReason, err error) {
 			r.flush()
 			return classifyReadErr(err, r.m)
 		}
-		r.frames.count(f.Type)
-		if f.Type == wire.TypeDataRequest {
+		t := frameTypeOf(f.Type)
+		r.frames[t]++
+		if t == FrameTypeData {
 			r.data(f.Payload)
-		} else if !r.flush() || !r.control(f.Type) {
+		} else if !r.flush() || !r.control(t) {
 			return CloseStopped, errStopped
 		}
 		if r.batch != nil && r.batch.Full() && !r.flush() {
@@ -181,13 +172,13 @@ func (r *clientReader) flush() bool {
 
 // control tells the actor of a control frame unless one of its kind is
 // already waiting for it.
-func (r *clientReader) control(typ byte) bool {
+func (r *clientReader) control(t FrameType) bool {
 	select {
 	case <-r.done:
 		return false
 	default:
 	}
-	msg := controlMessage(typ)
+	msg := controlMessages[t]
 	if r.inflight.claim(msg.kind) {
 		r.sys.Root.Send(r.self, msg)
 	}
