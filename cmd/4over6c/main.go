@@ -37,6 +37,9 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "4over6c:", err)
 		return 2
 	}
+	if o.restoreDNS {
+		return restoreDNSCommand(o, stderr)
+	}
 	if err := tun.CheckPrivileges(); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
