@@ -65,7 +65,7 @@ func (f fakeTools) calls(t *testing.T) string {
 // directory, resolv.conf and nsswitch.conf as the case makes them.
 type fakeHost struct {
 	resolved    bool   // /run/systemd/resolve exists
-	resolvLink  bool   // resolv.conf links to its stub file
+	resolvLink  string // resolv.conf links to this file in it
 	resolvConf  string // else the content of a plain resolv.conf
 	nsswitch    string
 	debianOrder string // /etc/resolvconf/interface-order, if any
@@ -89,9 +89,10 @@ func (h fakeHost) env(t *testing.T) dnsEnv {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(env.resolvedDir, "stub-resolv.conf"), "nameserver 127.0.0.53\n", 0o644)
+		writeFile(t, filepath.Join(env.resolvedDir, "resolv.conf"), "nameserver 192.0.2.1\n", 0o644)
 	}
-	if h.resolvLink {
-		if err := os.Symlink("../run/systemd/resolve/stub-resolv.conf", env.resolvConf); err != nil {
+	if h.resolvLink != "" {
+		if err := os.Symlink("../run/systemd/resolve/"+h.resolvLink, env.resolvConf); err != nil {
 			t.Fatal(err)
 		}
 	} else {
@@ -115,7 +116,9 @@ func TestChooseDNSBackend(t *testing.T) {
 		fail  map[string]string
 		want  string // Name() prefix; "file" is followed by the path
 	}{
-		{"resolved with its stub linked", dnsAuto, fakeHost{resolved: true, resolvLink: true, nsswitch: nss},
+		{"resolved with its stub linked", dnsAuto, fakeHost{resolved: true, resolvLink: "stub-resolv.conf", nsswitch: nss},
+			[]string{"resolvectl", "resolvconf"}, nil, "systemd-resolved link tun9"},
+		{"resolved's upstream list linked", dnsAuto, fakeHost{resolved: true, resolvLink: "resolv.conf", nsswitch: nss},
 			[]string{"resolvectl", "resolvconf"}, nil, "systemd-resolved link tun9"},
 		{"resolved named as 127.0.0.53 in a plain file", dnsAuto,
 			fakeHost{resolved: true, resolvConf: "nameserver 127.0.0.53\noptions edns0\n", nsswitch: nss},
@@ -123,19 +126,19 @@ func TestChooseDNSBackend(t *testing.T) {
 		{"resolved asked by nsswitch", dnsAuto,
 			fakeHost{resolved: true, resolvConf: plain, nsswitch: "passwd: files\nhosts: files resolve [!UNAVAIL=return] dns\n"},
 			[]string{"resolvectl"}, nil, "systemd-resolved link tun9"},
-		{"resolved not answering", dnsAuto, fakeHost{resolved: true, resolvLink: true, nsswitch: nss},
+		{"resolved not answering", dnsAuto, fakeHost{resolved: true, resolvLink: "stub-resolv.conf", nsswitch: nss},
 			[]string{"resolvectl", "resolvconf"}, map[string]string{"resolvectl": "status"}, "resolvconf record tun9.4over6c"},
 		{"resolved runs but lookups bypass it", dnsAuto, fakeHost{resolved: true, resolvConf: plain, nsswitch: nss},
 			[]string{"resolvectl", "resolvconf"}, nil, "resolvconf record tun9.4over6c"},
 		{"no resolved directory", dnsAuto, fakeHost{resolvConf: "nameserver 127.0.0.53\n", nsswitch: nss},
 			[]string{"resolvectl", "resolvconf"}, nil, "resolvconf record tun9.4over6c"},
-		{"resolved directory without resolvectl", dnsAuto, fakeHost{resolved: true, resolvLink: true, nsswitch: nss},
+		{"resolved directory without resolvectl", dnsAuto, fakeHost{resolved: true, resolvLink: "stub-resolv.conf", nsswitch: nss},
 			nil, nil, "file etc/resolv.conf"},
 		{"nothing: the system file", dnsAuto, fakeHost{resolvConf: plain, nsswitch: nss}, nil, nil, "file etc/resolv.conf"},
-		{"a path is always the file", "PATH", fakeHost{resolved: true, resolvLink: true, nsswitch: nss},
+		{"a path is always the file", "PATH", fakeHost{resolved: true, resolvLink: "stub-resolv.conf", nsswitch: nss},
 			[]string{"resolvectl", "resolvconf"}, nil, "file other.conf"},
 		{"resolved forced", dnsResolved, fakeHost{resolvConf: plain, nsswitch: nss}, nil, nil, "systemd-resolved link tun9"},
-		{"resolvconf forced", dnsResolvconf, fakeHost{resolved: true, resolvLink: true, nsswitch: nss},
+		{"resolvconf forced", dnsResolvconf, fakeHost{resolved: true, resolvLink: "stub-resolv.conf", nsswitch: nss},
 			[]string{"resolvectl"}, nil, "resolvconf record tun9.4over6c"},
 	}
 	for _, tt := range tests {

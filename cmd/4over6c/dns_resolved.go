@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -104,7 +105,11 @@ func resolvedInUse(env dnsEnv) error {
 }
 
 func lookupsUseResolved(env dnsEnv) bool {
-	if target, err := os.Readlink(env.resolvConf); err == nil && strings.Contains(target, strings.TrimPrefix(env.resolvedDir, "/")+"/") {
+	// A link to the stub file or to resolved's list of upstream servers
+	// (which resolved rewrites with every link's servers).
+	target, errT := filepath.EvalSymlinks(env.resolvConf)
+	dir, errD := filepath.EvalSymlinks(env.resolvedDir)
+	if errT == nil && errD == nil && filepath.Dir(target) == dir {
 		return true
 	}
 	if b, err := os.ReadFile(env.resolvConf); err == nil && bytes.Contains(b, []byte("nameserver 127.0.0.53")) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 )
 
 // restoreDNSCommand is 4over6c -restore-dns: it undoes every DNS change
@@ -51,10 +50,13 @@ func restoreOne(dir stateDir, env dnsEnv, key string, log *slog.Logger) error {
 	case ownerRunning(st.PID):
 		return fmt.Errorf("pid %d: %w", st.PID, errOwnerRunning)
 	}
-	switch {
-	case st.Kind == stateFile && !strings.HasPrefix(key, stateResolvconf+":"):
+	switch st.Kind {
+	case stateFile:
+		if st.Path != key {
+			return fmt.Errorf("DNS state names %s but is kept as %s", st.Path, key)
+		}
 		return restoreFile(dir, st, orig, log)
-	case st.Kind == stateResolvconf:
+	case stateResolvconf:
 		if err := deleteResolvconfRecord(dir, env.run, st.Record); err != nil {
 			return err
 		}
