@@ -1,159 +1,199 @@
 package main
 
+// DNS from the server's 101 reply, applied to the host with -dns-apply.
+// Three backends, picked once at start:
+//
+//  1. systemd-resolved: the servers are set on the TUN link itself
+//     (resolvectl dns/domain/default-route), so they vanish with the link
+//     even when the client is killed; reverted on exit.
+//  2. resolvconf (Debian's or openresolv): a record for the TUN, added with
+//     -a and deleted with -d on exit; the record name is kept on disk so
+//     that -restore-dns can delete it after a crash.
+//  3. a resolv.conf file rewritten in place: only the nameserver lines are
+//     replaced, the original is saved on disk before the first write and
+//     put back on exit, by the next start, or by -restore-dns.
+
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
+	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"syscall"
+	"slices"
+	"strings"
 )
 
-// resolvHeader opens the file we write, so that an operator who finds it
-// knows who wrote it and that it is temporary.
-const resolvHeader = "# written by 4over6c from the tunnel server's DNS servers; restored when 4over6c exits\n"
+// Values of -dns-apply that name a backend rather than a file.
+const (
+	dnsAuto       = "auto"
+	dnsResolved   = "resolved"
+	dnsResolvconf = "resolvconf"
+)
 
-// resolvFile applies the server's DNS servers to a resolv.conf-style file
-// (-dns-apply) and puts the original back on exit. Every change is a write
-// to a temporary file renamed over the target, so a resolver never reads a
-// half-written file.
-type resolvFile struct {
-	path string
-	// saved is set once the original state below has been captured,
-	// before the first write.
-	saved    bool
-	existed  bool
-	symlink  string // target if the original was a symlink
-	original []byte
-	mode     fs.FileMode
-	written  []byte // what we wrote last, to skip rewriting the same
+// defaultDNSState is where the file and resolvconf backends keep what they
+// need to undo their changes after a crash. /run is cleared at boot, like
+// the TUN the changes belong to.
+const defaultDNSState = "/run/4over6c"
+
+// defaultResolvConf is the file the auto mode rewrites when neither
+// systemd-resolved nor resolvconf is there.
+const defaultResolvConf = "/etc/resolv.conf"
+
+// dnsBackend puts the server's DNS servers into the host's resolver
+// configuration and takes them out again.
+type dnsBackend interface {
+	// Apply makes servers the host's resolvers. It is called on every
+	// attach (after the TUN exists), with the same servers after a plain
+	// reconnect; a backend skips work that is already done.
+	Apply(servers [3]netip.Addr) error
+	// Restore undoes Apply; without a prior Apply it does nothing.
+	Restore() error
+	// Name says which backend this is, for the log.
+	Name() string
 }
 
-func newResolvFile(path string) *resolvFile {
-	return &resolvFile{path: path}
+// dnsEnv is the host as the backend choice sees it: the places and
+// commands that tell which resolver setup runs. Tests point it at
+// temporary files and fake commands.
+type dnsEnv struct {
+	resolvedDir   string // /run/systemd/resolve, created by a running resolved
+	resolvConf    string // /etc/resolv.conf
+	nsswitch      string // /etc/nsswitch.conf
+	resolvconfDir string // /etc/resolvconf, Debian resolvconf's configuration
+	stateDir      string // -dns-state
+	run           commandRunner
 }
 
-// Apply writes one nameserver line per distinct server, skipping 0.0.0.0
-// (the protocol's placeholder for an unset field). With no server left the
-// file is not touched, since an empty resolver list helps nobody.
-func (r *resolvFile) Apply(servers [3]netip.Addr) error {
-	content, n := resolvContent(servers)
-	if n == 0 || bytes.Equal(content, r.written) {
+func hostDNSEnv(stateDir string) dnsEnv {
+	if stateDir == "" {
+		stateDir = defaultDNSState
+	}
+	return dnsEnv{
+		resolvedDir: "/run/systemd/resolve", resolvConf: defaultResolvConf, nsswitch: "/etc/nsswitch.conf",
+		resolvconfDir: "/etc/resolvconf", stateDir: stateDir, run: execCommand,
+	}
+}
+
+// newDNSBackend picks the backend -dns-apply asks for; nil means DNS is
+// not applied. A backend that cannot start (a second client on the same
+// file, an unreadable state directory) is logged and left out: the tunnel
+// works without DNS.
+func newDNSBackend(o *options, env dnsEnv, log *slog.Logger) dnsBackend {
+	if o.dnsApply == "" {
 		return nil
 	}
-	if !r.saved {
-		if err := r.save(); err != nil {
-			return err
-		}
+	b, err := chooseDNSBackend(o.dnsApply, o.tun, env, log)
+	if err != nil {
+		log.Error("not applying the server's DNS servers", slog.String("dns_apply", o.dnsApply), slog.Any("err", err))
+		return nil
 	}
-	if err := writeAtomic(r.path, content, r.mode); err != nil {
-		return err
-	}
-	r.written = content
-	return nil
+	log.Info("DNS backend", slog.String("backend", b.Name()), slog.String("dns_apply", o.dnsApply))
+	return b
 }
 
-// resolvContent returns the file content and how many servers it names.
-func resolvContent(servers [3]netip.Addr) ([]byte, int) {
-	content := []byte(resolvHeader)
-	seen := make(map[netip.Addr]bool, len(servers))
-	for _, s := range servers {
-		if !s.IsValid() || s.IsUnspecified() || seen[s] {
+// chooseDNSBackend maps -dns-apply to a backend. auto tries
+// systemd-resolved, then resolvconf, then rewrites /etc/resolv.conf;
+// resolved and resolvconf insist on one; anything else is a file path.
+func chooseDNSBackend(mode, tunName string, env dnsEnv, log *slog.Logger) (dnsBackend, error) {
+	switch mode {
+	case dnsResolved:
+		return newResolvedDNS(tunName, env.run, log), nil
+	case dnsResolvconf:
+		return asBackend(newResolvconfDNS(tunName, env, log))
+	case dnsAuto:
+		why := resolvedInUse(env)
+		if why == nil {
+			return newResolvedDNS(tunName, env.run, log), nil
+		}
+		log.Info("not using systemd-resolved", slog.Any("why", why))
+		if env.run.lookPath("resolvconf") {
+			return asBackend(newResolvconfDNS(tunName, env, log))
+		}
+		return asBackend(newFileDNS(env.resolvConf, env.stateDir, log))
+	}
+	if sameFile(mode, env.resolvConf) && resolvedInUse(env) == nil {
+		log.Warn("systemd-resolved manages this file: -dns-apply auto would set the DNS servers on the TUN link instead of replacing the file",
+			slog.String("path", mode))
+	}
+	return asBackend(newFileDNS(mode, env.stateDir, log))
+}
+
+// asBackend keeps a failed constructor's nil pointer from becoming a
+// non-nil interface.
+func asBackend[B dnsBackend](b B, err error) (dnsBackend, error) {
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// resolvContent is base with its nameserver lines replaced by one line per
+// distinct server, skipping 0.0.0.0 (the protocol's placeholder for an
+// unset field); every other line (search, domain, options, sortlist,
+// comments) stays where it was. The new nameserver lines take the place of
+// the first old one, or follow the rest when base had none. It also
+// returns how many servers it wrote.
+func resolvContent(base []byte, servers [3]netip.Addr) ([]byte, int) {
+	lines := resolvNameservers(servers)
+	out := []byte(resolvHeader)
+	placed := false
+	for line := range strings.Lines(string(base)) {
+		if isNameserverLine(line) {
+			if !placed {
+				out, placed = append(out, lines...), true
+			}
 			continue
 		}
-		seen[s] = true
-		content = fmt.Appendf(content, "nameserver %s\n", s)
-	}
-	return content, len(seen)
-}
-
-// save records the file as it was: its content and mode, whether it was a
-// symlink (common for /etc/resolv.conf) or did not exist at all.
-func (r *resolvFile) save() error {
-	r.mode = 0o644
-	info, err := os.Lstat(r.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		r.saved = true
-		return nil
-	case err != nil:
-		return fmt.Errorf("failed to inspect DNS file %s: %w", r.path, err)
-	case info.Mode()&fs.ModeSymlink != 0:
-		if r.symlink, err = os.Readlink(r.path); err != nil {
-			return fmt.Errorf("failed to read symlink %s: %w", r.path, err)
+		if line == resolvHeader {
+			continue
 		}
-	default:
-		if r.original, err = os.ReadFile(r.path); err != nil {
-			return fmt.Errorf("failed to read DNS file %s: %w", r.path, err)
+		out = append(out, line...)
+		if !strings.HasSuffix(line, "\n") {
+			out = append(out, '\n')
 		}
-		r.mode = info.Mode().Perm()
 	}
-	r.existed, r.saved = true, true
-	return nil
+	if !placed {
+		out = append(out, lines...)
+	}
+	return out, bytes.Count(lines, []byte("\n"))
 }
 
-// Restore puts back what Apply replaced; without a prior Apply it does
-// nothing.
-func (r *resolvFile) Restore() error {
-	if !r.saved || r.written == nil {
-		return nil
+// resolvHeader opens the file we write, so that an operator who finds it
+// knows who wrote it and how to undo it.
+const resolvHeader = "# nameservers written by 4over6c from the tunnel server; restored on exit or by 4over6c -restore-dns\n"
+
+// resolvNameservers renders the distinct usable servers as nameserver
+// lines, the input of every backend.
+func resolvNameservers(servers [3]netip.Addr) []byte {
+	var out []byte
+	for _, s := range usableServers(servers) {
+		out = fmt.Appendf(out, "nameserver %s\n", s)
 	}
-	var err error
-	switch {
-	case !r.existed:
-		err = os.Remove(r.path)
-		if errors.Is(err, fs.ErrNotExist) {
-			err = nil
+	return out
+}
+
+// usableServers drops unset, unspecified and repeated servers, keeping the
+// server's order.
+func usableServers(servers [3]netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range servers {
+		if !s.IsValid() || s.IsUnspecified() || slices.Contains(out, s) {
+			continue
 		}
-	case r.symlink != "":
-		err = symlinkAtomic(r.symlink, r.path)
-	default:
-		err = writeAtomic(r.path, r.original, r.mode)
+		out = append(out, s)
 	}
-	if err != nil {
-		return fmt.Errorf("failed to restore DNS file %s: %w", r.path, err)
-	}
-	r.written = nil
-	return nil
+	return out
 }
 
-// writeAtomic replaces path with content through a temporary file in the
-// same directory. A path that cannot be renamed over because it is a mount
-// point (Docker bind-mounts /etc/resolv.conf) is rewritten in place
-// instead: not atomic, but the only way to change it.
-func writeAtomic(path string, content []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".4over6c-dns-*")
-	if err != nil {
-		return fmt.Errorf("failed to create temporary file for %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(content)
-	err = errors.Join(err, tmp.Chmod(mode), tmp.Close())
-	if err != nil {
-		return fmt.Errorf("failed to write temporary file for %s: %w", path, err)
-	}
-	err = os.Rename(tmp.Name(), path)
-	if errors.Is(err, syscall.EBUSY) {
-		err = os.WriteFile(path, content, mode)
-	}
-	if err != nil {
-		return fmt.Errorf("failed to replace %s: %w", path, err)
-	}
-	return nil
+func isNameserverLine(line string) bool {
+	f := strings.Fields(line)
+	return len(f) > 0 && f[0] == "nameserver"
 }
 
-// symlinkAtomic makes path a symlink to target through a temporary link.
-func symlinkAtomic(target, path string) error {
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".4over6c-link-%d", os.Getpid()))
-	_ = os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("failed to create symlink to %s: %w", target, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("failed to replace %s with a symlink: %w", path, err)
-	}
-	return nil
+// sameFile reports whether two paths name the same file, as far as their
+// cleaned absolute forms tell.
+func sameFile(a, b string) bool {
+	a, errA := filepath.Abs(a)
+	b, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && a == b
 }

@@ -258,7 +258,7 @@ func TestE2ESIGTERMCleansUp(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte(original), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := tp.runClient(t, 0, "-dns-apply", resolv)
+	c := tp.runClient(t, 0, "-dns-apply", resolv, "-dns-state", t.TempDir())
 	if addr := connectedAddr(t, c, tp.clients[0]); addr != netip.MustParseAddr("192.0.2.2") {
 		t.Errorf("leased %v, want the pool's first client address 192.0.2.2", addr)
 	}

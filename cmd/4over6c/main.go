@@ -6,7 +6,9 @@
 // Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the client
 // lacks privileges or cannot restore the host, 2 for invalid flags. SIGHUP
 // drops the current connection and connects again at once (the TUN, routes
-// and DNS stay if the server hands back the same lease).
+// and DNS stay if the server hands back the same lease). -restore-dns
+// undoes the DNS change of a client that was killed and exits: 0 when all
+// was undone or nothing was left, 1 otherwise.
 package main
 
 import (
@@ -36,6 +38,9 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "4over6c:", err)
 		return 2
+	}
+	if o.restoreDNS {
+		return restoreDNSCommand(o, stderr)
 	}
 	if err := tun.CheckPrivileges(); err != nil {
 		fmt.Fprintln(stderr, err)

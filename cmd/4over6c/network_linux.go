@@ -11,12 +11,12 @@ import (
 )
 
 // hostNetwork is the real network: a kernel TUN device with routes through
-// it and, with -dns-apply, the resolver file. It is used by the reconnect
+// it and, with -dns-apply, the host's resolvers. It is used by the reconnect
 // loop only, so it needs no locking.
 type hostNetwork struct {
 	o      *options
 	log    *slog.Logger
-	dns    *resolvFile
+	dns    dnsBackend
 	dev    *tun.Linux
 	addr   netip.Addr
 	routes []netip.Prefix
@@ -28,11 +28,7 @@ type hostNetwork struct {
 var _ network = (*hostNetwork)(nil)
 
 func newHostNetwork(o *options, log *slog.Logger) *hostNetwork {
-	h := &hostNetwork{o: o, log: log}
-	if o.dnsApply != "" {
-		h.dns = newResolvFile(o.dnsApply)
-	}
-	return h
+	return &hostNetwork{o: o, log: log, dns: newDNSBackend(o, hostDNSEnv(o.dnsState), log)}
 }
 
 // Attach opens the TUN with the leased address, or gives the existing one
@@ -124,16 +120,17 @@ func (h *hostNetwork) Discard() {
 	h.dev, h.addr, h.routes = nil, netip.Addr{}, nil
 }
 
-// Close removes the routes and the TUN and restores the DNS file, leaving
-// the host as it was before the client started.
+// Close restores DNS and removes the routes and the TUN, leaving the host
+// as it was before the client started. DNS goes first, while the TUN link
+// that systemd-resolved keeps its settings on still exists.
 func (h *hostNetwork) Close() error {
 	var errs []error
+	if h.dns != nil {
+		errs = append(errs, h.dns.Restore())
+	}
 	if h.dev != nil {
 		errs = append(errs, h.dev.DeleteRoutes(h.routes), h.dev.Close())
 		h.dev, h.routes = nil, nil
-	}
-	if h.dns != nil {
-		errs = append(errs, h.dns.Restore())
 	}
 	return errors.Join(errs...)
 }

@@ -78,7 +78,7 @@ func TestHostNetworkLifecycle(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	o := &options{tun: "tun4o6c", mtu: 1400, routeMode: routeFromServer, dnsApply: resolv}
+	o := &options{tun: "tun4o6c", mtu: 1400, routeMode: routeFromServer, dnsApply: resolv, dnsState: t.TempDir()}
 	h := newHostNetwork(o, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(func() { _ = h.Close() })
 

@@ -61,6 +61,10 @@ type options struct {
 	timeout   time.Duration
 	offload   bool
 	log       logflag.Options
+
+	// dnsState and restoreDNS: see dnsFlags.
+	dnsState   string
+	restoreDNS bool
 }
 
 // parseOptions reads the flags. Every error is a single line that names the
@@ -79,7 +83,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: servers keep packets at 1500 bytes)")
 	fs.StringVar(&routes, "routes", routesDefault, "routes via the TUN: default (0.0.0.0/1 and 128.0.0.0/1 when the server's route field is 0.0.0.0), none, or a comma list of IPv4 prefixes (0.0.0.0/0 is installed as those two)")
-	fs.StringVar(&o.dnsApply, "dns-apply", "", "write the server's DNS servers as nameserver lines to this file (e.g. /etc/resolv.conf), restored on exit")
+	o.dnsFlags(fs)
 	fs.DurationVar(&o.heartbeat, "heartbeat", defaultHeartbeat, "interval of heartbeats (104) to the server")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "silence from the server (no heartbeat) after which the connection is dropped and re-established")
 	fs.BoolVar(&o.offload, "offload", true, "use TUN checksum and TCP segmentation offload (64 KiB reads and writes); off: one packet per system call")
@@ -96,11 +100,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: all settings are flags", fs.Arg(0))
 	}
+	if o.restoreDNS {
+		return o.restoreOnly(level, format)
+	}
 	checks := []func() error{
 		o.checkServer,
 		func() error { return o.parseRoutes(routes) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
+		o.checkDNS,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -166,8 +174,6 @@ func (o *options) validate() error {
 		return fmt.Errorf("-heartbeat %v must be positive", o.heartbeat)
 	case o.timeout <= o.heartbeat:
 		return fmt.Errorf("-timeout %v must be longer than -heartbeat %v", o.timeout, o.heartbeat)
-	case o.dnsApply != "" && strings.HasSuffix(o.dnsApply, "/"):
-		return fmt.Errorf("-dns-apply %q: want a file path, not a directory", o.dnsApply)
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if o.server != want.server || o.tun != want.tun || o.mtu != want.mtu || o.routeMode != want.routeMode ||
 		o.routes != nil || o.dnsApply != "" || o.heartbeat != want.heartbeat || o.timeout != want.timeout ||
-		o.offload != want.offload || o.log != want.log {
+		o.offload != want.offload || o.log != want.log || o.dnsState != "/run/4over6c" || o.restoreDNS {
 		t.Errorf("defaults = %+v, want %+v", *o, want)
 	}
 }
@@ -82,6 +82,9 @@ func TestInvalidFlagsExit2(t *testing.T) {
 		{"bad heartbeat", append(server, "-heartbeat", "soon"), "-heartbeat"},
 		{"timeout not above heartbeat", append(server, "-heartbeat", "5s", "-timeout", "5s"), "-timeout"},
 		{"dns-apply directory", append(server, "-dns-apply", "/etc/"), "-dns-apply"},
+		{"empty dns-state", append(server, "-dns-state", ""), "-dns-state"},
+		{"restore-dns with empty dns-state", []string{"-restore-dns", "-dns-state", ""}, "-dns-state"},
+		{"restore-dns log level", []string{"-restore-dns", "-log-level", "loud"}, "-log-level"},
 		{"log level", append(server, "-log-level", "loud"), "-log-level"},
 		{"log format", append(server, "-log-format", "xml"), "-log-format"},
 	}
@@ -104,9 +107,16 @@ func TestHelpExits0WithUsage(t *testing.T) {
 	if code := run([]string{"-help"}, &stderr); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
-	for _, name := range []string{"-server", "-tun", "-mtu", "-routes", "-dns-apply", "-heartbeat", "-timeout", "-log-level", "-log-format"} {
+	for _, name := range []string{"-server", "-tun", "-mtu", "-routes", "-dns-apply", "-dns-state", "-restore-dns", "-heartbeat", "-timeout", "-log-level", "-log-format"} {
 		if !strings.Contains(stderr.String(), name) {
 			t.Errorf("usage lacks %s:\n%s", name, stderr.String())
 		}
+	}
+}
+
+func TestRestoreDNSNeedsNoServer(t *testing.T) {
+	o, err := parseOptions([]string{"-restore-dns", "-dns-state", "/tmp/state"}, &bytes.Buffer{})
+	if err != nil || !o.restoreDNS || o.dnsState != "/tmp/state" {
+		t.Fatalf("parseOptions(-restore-dns) = %+v, %v; want restoreDNS with the state directory and no -server", o, err)
 	}
 }
