@@ -37,8 +37,8 @@ type network interface {
 // client keeps one session with the server alive: it connects, runs the
 // session and reconnects with backoff, forever, until its context ends.
 type client struct {
-	server  string
-	dial    func(ctx context.Context) (net.Conn, error)
+	servers *serverWalk
+	dial    func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	host    network
 	cfg     sessionConfig
 	backoff *backoff
@@ -48,6 +48,8 @@ type client struct {
 	// reconnect ends the current session (or the wait before the next)
 	// and connects again at once: SIGHUP. Nil never fires.
 	reconnect <-chan os.Signal
+	// tried names the server of the previous attempt, to log a change.
+	tried string
 }
 
 // errReconnect is why a session ended when the operator asked for a new
@@ -57,10 +59,12 @@ var errReconnect = errors.New("reconnect requested (SIGHUP)")
 func newClient(o *options, host network, log *slog.Logger) *client {
 	d := &net.Dialer{Timeout: dialTimeout}
 	return &client{
-		server: o.server,
+		servers: newServerWalk(o.servers, lookupIPv6),
 		// tcp6 only: over IPv4 the connection could be routed into the
 		// tunnel it carries.
-		dial:        func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp6", o.server) },
+		dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp6", addr.String())
+		},
 		host:        host,
 		cfg:         sessionConfig{heartbeat: o.heartbeat, timeout: o.timeout, handshakeTimeout: handshakeTimeout},
 		backoff:     newBackoff(),
@@ -71,6 +75,7 @@ func newClient(o *options, host network, log *slog.Logger) *client {
 
 // sessionResult says how far a session got and why it ended.
 type sessionResult struct {
+	server    string    // the server tried, for the log
 	connected time.Time // zero if the handshake never completed
 	err       error
 	stats     *tunnelStats
@@ -81,7 +86,7 @@ func (c *client) run(ctx context.Context) {
 	for {
 		sctx, cancel := context.WithCancelCause(ctx)
 		watched := c.watchReconnect(sctx, cancel)
-		res := c.session(sctx)
+		res := c.attempt(sctx)
 		cancel(nil)
 		<-watched
 		if ctx.Err() != nil {
@@ -90,6 +95,7 @@ func (c *client) run(ctx context.Context) {
 		}
 		if errors.Is(context.Cause(sctx), errReconnect) {
 			c.backoff.Reset()
+			c.servers.restart()
 			c.logEnd(res, errReconnect.Error(), 0)
 			continue
 		}
@@ -124,20 +130,43 @@ func (c *client) watchReconnect(ctx context.Context, cancel context.CancelCauseF
 func (c *client) logEnd(res sessionResult, reason string, wait time.Duration) {
 	if res.connected.IsZero() {
 		if wait > 0 {
-			c.log.Warn("connect failed", slog.String("server", c.server), slog.String("err", reason),
+			c.log.Warn("connect failed", slog.String("server", res.server), slog.String("err", reason),
 				slog.Duration("retry_in", wait.Round(time.Millisecond)))
 		}
 		return
 	}
-	c.log.Info("disconnected", slog.String("server", c.server), slog.String("reason", reason),
+	c.log.Info("disconnected", slog.String("server", res.server), slog.String("reason", reason),
 		slog.Duration("duration", time.Since(res.connected).Round(time.Millisecond)),
 		slog.Uint64("packets_sent", res.stats.sent.Load()), slog.Uint64("packets_received", res.stats.received.Load()),
 		slog.Uint64("packets_dropped", res.stats.dropped.Load()), slog.Duration("retry_in", wait.Round(time.Millisecond)))
 }
 
+// attempt connects to the next server of the -server list and runs the
+// session, moving the walk on after a failure and back to this server
+// after a session that connected.
+func (c *client) attempt(ctx context.Context) sessionResult {
+	t, err := c.servers.next(ctx)
+	if err != nil {
+		c.tried = t.entry.String()
+		return sessionResult{server: c.tried, err: err}
+	}
+	if name := t.String(); name != c.tried {
+		if c.tried != "" {
+			c.log.Info("trying server", slog.String("server", name), slog.String("previous", c.tried))
+		}
+		c.tried = name
+	}
+	res := c.session(ctx, t.addr)
+	res.server = c.tried
+	if !res.connected.IsZero() {
+		c.servers.connected(t)
+	}
+	return res
+}
+
 // session runs one connection from dial to close.
-func (c *client) session(ctx context.Context) sessionResult {
-	conn, err := c.dial(ctx)
+func (c *client) session(ctx context.Context, server netip.AddrPort) sessionResult {
+	conn, err := c.dial(ctx, server)
 	if err != nil {
 		return sessionResult{err: fmt.Errorf("failed to connect: %w", err)}
 	}
@@ -156,7 +185,7 @@ func (c *client) session(ctx context.Context) sessionResult {
 		return sessionResult{err: err}
 	}
 	res := sessionResult{connected: time.Now()}
-	c.log.Info("connected", slog.String("server", c.server), slog.String("addr", lease.Addr.String()),
+	c.log.Info("connected", slog.String("server", server.String()), slog.String("addr", lease.Addr.String()),
 		slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS), slog.String("tun", dev.Name()))
 	t := newTunnel(c.cfg, conn, dec, dev, c.log)
 	res.err, res.stats = t.run(ctx), &t.stats
