@@ -48,6 +48,10 @@ type client struct {
 	// reconnect ends the current session (or the wait before the next)
 	// and connects again at once: SIGHUP. Nil never fires.
 	reconnect <-chan os.Signal
+	// watchPath returns an errPathLost error when the network path from
+	// local to remote is gone (roam_linux.go), or nil when ctx ends or it
+	// cannot tell. Nil watches nothing.
+	watchPath func(ctx context.Context, local, remote netip.Addr) error
 	// tried names the server of the previous attempt, to log a change.
 	tried string
 }
@@ -55,6 +59,10 @@ type client struct {
 // errReconnect is why a session ended when the operator asked for a new
 // one (SIGHUP).
 var errReconnect = errors.New("reconnect requested (SIGHUP)")
+
+// errPathLost is why a session ended when the local network no longer
+// reaches the server: its address or the route to the server went away.
+var errPathLost = errors.New("network path to the server lost")
 
 func newClient(o *options, host network, log *slog.Logger) *client {
 	d := &net.Dialer{Timeout: dialTimeout}
@@ -70,6 +78,7 @@ func newClient(o *options, host network, log *slog.Logger) *client {
 		backoff:     newBackoff(),
 		stableAfter: stableSession,
 		log:         log,
+		watchPath:   newPathWatcher(log).watch,
 	}
 }
 
@@ -99,10 +108,7 @@ func (c *client) run(ctx context.Context) {
 			c.logEnd(res, errReconnect.Error(), 0)
 			continue
 		}
-		if !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter {
-			c.backoff.Reset()
-		}
-		wait := c.backoff.Next()
+		wait := c.waitAfter(res)
 		c.logEnd(res, res.err.Error(), wait)
 		if !c.sleep(ctx, wait) {
 			return
@@ -125,6 +131,21 @@ func (c *client) watchReconnect(ctx context.Context, cancel context.CancelCauseF
 		}
 	}()
 	return done
+}
+
+// waitAfter is the pause before the next attempt. A session that lasted
+// resets the backoff, and one that ended because the local network moved
+// is followed at once; a short one, or a failed attempt, takes the next
+// backoff step, so a network that keeps failing is not hammered.
+func (c *client) waitAfter(res sessionResult) time.Duration {
+	stable := !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter
+	if stable {
+		c.backoff.Reset()
+	}
+	if stable && errors.Is(res.err, errPathLost) {
+		return 0
+	}
+	return c.backoff.Next()
 }
 
 func (c *client) logEnd(res sessionResult, reason string, wait time.Duration) {
@@ -171,6 +192,8 @@ func (c *client) session(ctx context.Context, server netip.AddrPort) sessionResu
 		return sessionResult{err: fmt.Errorf("failed to connect: %w", err)}
 	}
 	defer conn.Close()
+	ctx, stopWatch := c.watchPathOf(ctx, conn)
+	defer stopWatch()
 	// Closing the connection is what unblocks the handshake on shutdown.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
@@ -178,21 +201,55 @@ func (c *client) session(ctx context.Context, server netip.AddrPort) sessionResu
 	defer dec.Release()
 	lease, err := handshake(conn, dec, c.cfg.handshakeTimeout)
 	if err != nil {
-		return sessionResult{err: err}
+		return sessionResult{err: pathLostOr(ctx, err)}
 	}
 	dev, err := c.host.Attach(lease)
 	if err != nil {
 		return sessionResult{err: err}
 	}
 	res := sessionResult{connected: time.Now()}
-	c.log.Info("connected", slog.String("server", server.String()), slog.String("addr", lease.Addr.String()),
-		slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS), slog.String("tun", dev.Name()))
+	c.log.Info("connected", slog.String("server", server.String()), slog.String("local", conn.LocalAddr().String()),
+		slog.String("addr", lease.Addr.String()), slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS),
+		slog.String("tun", dev.Name()))
 	t := newTunnel(c.cfg, conn, dec, dev, c.log)
 	res.err, res.stats = t.run(ctx), &t.stats
 	if errors.Is(res.err, errDevice) {
 		c.host.Discard()
 	}
 	return res
+}
+
+// watchPathOf returns a context that ends with an errPathLost cause when
+// the network path of conn goes away, and the function that stops the
+// watch and waits for its goroutine.
+func (c *client) watchPathOf(ctx context.Context, conn net.Conn) (context.Context, func()) {
+	local, lok := conn.LocalAddr().(*net.TCPAddr)
+	remote, rok := conn.RemoteAddr().(*net.TCPAddr)
+	if c.watchPath == nil || !lok || !rok {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.watchPath(ctx, local.AddrPort().Addr(), remote.AddrPort().Addr()); err != nil {
+			cancel(err)
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-done
+	}
+}
+
+// pathLostOr returns the errPathLost cause of ctx if the path went away,
+// which is the real reason of an I/O error after the connection was
+// closed for it, else err.
+func pathLostOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errPathLost) {
+		return cause
+	}
+	return err
 }
 
 // handshake sends the address request (100) and reads frames until the

@@ -282,6 +282,7 @@ type clientOpts struct {
 	servers   string // the -server value
 	lookup    lookupFunc
 	reconnect <-chan os.Signal
+	watchPath func(ctx context.Context, local, remote netip.Addr) error
 	// stableAfter is an hour when zero, so no session resets the backoff.
 	stableAfter time.Duration
 }
@@ -308,6 +309,7 @@ func startClientOpts(t *testing.T, cfg sessionConfig, o clientOpts) *runningClie
 		stableAfter: o.stableAfter,
 		log:         slog.New(slog.NewTextHandler(rc.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		reconnect:   o.reconnect,
+		watchPath:   o.watchPath,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rc.cancel = cancel
