@@ -37,8 +37,8 @@ type network interface {
 // client keeps one session with the server alive: it connects, runs the
 // session and reconnects with backoff, forever, until its context ends.
 type client struct {
-	server  string
-	dial    func(ctx context.Context) (net.Conn, error)
+	servers *serverWalk
+	dial    func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	host    network
 	cfg     sessionConfig
 	backoff *backoff
@@ -48,29 +48,43 @@ type client struct {
 	// reconnect ends the current session (or the wait before the next)
 	// and connects again at once: SIGHUP. Nil never fires.
 	reconnect <-chan os.Signal
+	// watchPath returns an errPathLost error when the network path from
+	// local to remote is gone (roam_linux.go), or nil when ctx ends or it
+	// cannot tell. Nil watches nothing.
+	watchPath func(ctx context.Context, local, remote netip.Addr) error
+	// tried names the server of the previous attempt, to log a change.
+	tried string
 }
 
 // errReconnect is why a session ended when the operator asked for a new
 // one (SIGHUP).
 var errReconnect = errors.New("reconnect requested (SIGHUP)")
 
+// errPathLost is why a session ended when the local network no longer
+// reaches the server: its address or the route to the server went away.
+var errPathLost = errors.New("network path to the server lost")
+
 func newClient(o *options, host network, log *slog.Logger) *client {
 	d := &net.Dialer{Timeout: dialTimeout}
 	return &client{
-		server: o.server,
+		servers: newServerWalk(o.servers, lookupIPv6),
 		// tcp6 only: over IPv4 the connection could be routed into the
 		// tunnel it carries.
-		dial:        func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp6", o.server) },
+		dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp6", addr.String())
+		},
 		host:        host,
 		cfg:         sessionConfig{heartbeat: o.heartbeat, timeout: o.timeout, handshakeTimeout: handshakeTimeout},
 		backoff:     newBackoff(),
 		stableAfter: stableSession,
 		log:         log,
+		watchPath:   newPathWatcher(log).watch,
 	}
 }
 
 // sessionResult says how far a session got and why it ended.
 type sessionResult struct {
+	server    string    // the server tried, for the log
 	connected time.Time // zero if the handshake never completed
 	err       error
 	stats     *tunnelStats
@@ -81,7 +95,7 @@ func (c *client) run(ctx context.Context) {
 	for {
 		sctx, cancel := context.WithCancelCause(ctx)
 		watched := c.watchReconnect(sctx, cancel)
-		res := c.session(sctx)
+		res := c.attempt(sctx)
 		cancel(nil)
 		<-watched
 		if ctx.Err() != nil {
@@ -90,13 +104,11 @@ func (c *client) run(ctx context.Context) {
 		}
 		if errors.Is(context.Cause(sctx), errReconnect) {
 			c.backoff.Reset()
+			c.servers.restart()
 			c.logEnd(res, errReconnect.Error(), 0)
 			continue
 		}
-		if !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter {
-			c.backoff.Reset()
-		}
-		wait := c.backoff.Next()
+		wait := c.waitAfter(res)
 		c.logEnd(res, res.err.Error(), wait)
 		if !c.sleep(ctx, wait) {
 			return
@@ -121,27 +133,67 @@ func (c *client) watchReconnect(ctx context.Context, cancel context.CancelCauseF
 	return done
 }
 
+// waitAfter is the pause before the next attempt. A session that lasted
+// resets the backoff, and one that ended because the local network moved
+// is followed at once; a short one, or a failed attempt, takes the next
+// backoff step, so a network that keeps failing is not hammered.
+func (c *client) waitAfter(res sessionResult) time.Duration {
+	stable := !res.connected.IsZero() && time.Since(res.connected) >= c.stableAfter
+	if stable {
+		c.backoff.Reset()
+	}
+	if stable && errors.Is(res.err, errPathLost) {
+		return 0
+	}
+	return c.backoff.Next()
+}
+
 func (c *client) logEnd(res sessionResult, reason string, wait time.Duration) {
 	if res.connected.IsZero() {
 		if wait > 0 {
-			c.log.Warn("connect failed", slog.String("server", c.server), slog.String("err", reason),
+			c.log.Warn("connect failed", slog.String("server", res.server), slog.String("err", reason),
 				slog.Duration("retry_in", wait.Round(time.Millisecond)))
 		}
 		return
 	}
-	c.log.Info("disconnected", slog.String("server", c.server), slog.String("reason", reason),
+	c.log.Info("disconnected", slog.String("server", res.server), slog.String("reason", reason),
 		slog.Duration("duration", time.Since(res.connected).Round(time.Millisecond)),
 		slog.Uint64("packets_sent", res.stats.sent.Load()), slog.Uint64("packets_received", res.stats.received.Load()),
 		slog.Uint64("packets_dropped", res.stats.dropped.Load()), slog.Duration("retry_in", wait.Round(time.Millisecond)))
 }
 
+// attempt connects to the next server of the -server list and runs the
+// session, moving the walk on after a failure and back to this server
+// after a session that connected.
+func (c *client) attempt(ctx context.Context) sessionResult {
+	t, err := c.servers.next(ctx)
+	if err != nil {
+		c.tried = t.entry.String()
+		return sessionResult{server: c.tried, err: err}
+	}
+	if name := t.String(); name != c.tried {
+		if c.tried != "" {
+			c.log.Info("trying server", slog.String("server", name), slog.String("previous", c.tried))
+		}
+		c.tried = name
+	}
+	res := c.session(ctx, t.addr)
+	res.server = c.tried
+	if !res.connected.IsZero() {
+		c.servers.connected(t)
+	}
+	return res
+}
+
 // session runs one connection from dial to close.
-func (c *client) session(ctx context.Context) sessionResult {
-	conn, err := c.dial(ctx)
+func (c *client) session(ctx context.Context, server netip.AddrPort) sessionResult {
+	conn, err := c.dial(ctx, server)
 	if err != nil {
 		return sessionResult{err: fmt.Errorf("failed to connect: %w", err)}
 	}
 	defer conn.Close()
+	ctx, stopWatch := c.watchPathOf(ctx, conn)
+	defer stopWatch()
 	// Closing the connection is what unblocks the handshake on shutdown.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
@@ -149,21 +201,55 @@ func (c *client) session(ctx context.Context) sessionResult {
 	defer dec.Release()
 	lease, err := handshake(conn, dec, c.cfg.handshakeTimeout)
 	if err != nil {
-		return sessionResult{err: err}
+		return sessionResult{err: pathLostOr(ctx, err)}
 	}
 	dev, err := c.host.Attach(lease)
 	if err != nil {
 		return sessionResult{err: err}
 	}
 	res := sessionResult{connected: time.Now()}
-	c.log.Info("connected", slog.String("server", c.server), slog.String("addr", lease.Addr.String()),
-		slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS), slog.String("tun", dev.Name()))
+	c.log.Info("connected", slog.String("server", server.String()), slog.String("local", conn.LocalAddr().String()),
+		slog.String("addr", lease.Addr.String()), slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS),
+		slog.String("tun", dev.Name()))
 	t := newTunnel(c.cfg, conn, dec, dev, c.log)
 	res.err, res.stats = t.run(ctx), &t.stats
 	if errors.Is(res.err, errDevice) {
 		c.host.Discard()
 	}
 	return res
+}
+
+// watchPathOf returns a context that ends with an errPathLost cause when
+// the network path of conn goes away, and the function that stops the
+// watch and waits for its goroutine.
+func (c *client) watchPathOf(ctx context.Context, conn net.Conn) (context.Context, func()) {
+	local, lok := conn.LocalAddr().(*net.TCPAddr)
+	remote, rok := conn.RemoteAddr().(*net.TCPAddr)
+	if c.watchPath == nil || !lok || !rok {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.watchPath(ctx, local.AddrPort().Addr(), remote.AddrPort().Addr()); err != nil {
+			cancel(err)
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-done
+	}
+}
+
+// pathLostOr returns the errPathLost cause of ctx if the path went away,
+// which is the real reason of an I/O error after the connection was
+// closed for it, else err.
+func pathLostOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errPathLost) {
+		return cause
+	}
+	return err
 }
 
 // handshake sends the address request (100) and reads frames until the

@@ -274,20 +274,42 @@ func startClient(t *testing.T, srv *fakeServer, cfg sessionConfig) *runningClien
 // startClientWith is startClient with a reconnect channel (SIGHUP).
 func startClientWith(t *testing.T, srv *fakeServer, cfg sessionConfig, reconnect <-chan os.Signal) *runningClient {
 	t.Helper()
-	addr := srv.ln.Addr().String()
+	return startClientOpts(t, cfg, clientOpts{servers: srv.ln.Addr().String(), reconnect: reconnect})
+}
+
+// clientOpts are the parts of a test client that tests vary.
+type clientOpts struct {
+	servers   string // the -server value
+	lookup    lookupFunc
+	reconnect <-chan os.Signal
+	watchPath func(ctx context.Context, local, remote netip.Addr) error
+	// stableAfter is an hour when zero, so no session resets the backoff.
+	stableAfter time.Duration
+}
+
+func startClientOpts(t *testing.T, cfg sessionConfig, o clientOpts) *runningClient {
+	t.Helper()
+	entries, err := parseServers(o.servers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.stableAfter == 0 {
+		o.stableAfter = time.Hour
+	}
 	rc := &runningClient{net: newFakeNetwork(t), logs: &logBuffer{}, done: make(chan struct{})}
 	c := &client{
-		server: addr,
-		dial: func(ctx context.Context) (net.Conn, error) {
+		servers: newServerWalk(entries, o.lookup),
+		dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp6", addr)
+			return d.DialContext(ctx, "tcp6", addr.String())
 		},
 		host:        rc.net,
 		cfg:         cfg,
 		backoff:     &backoff{min: 10 * time.Millisecond, max: 50 * time.Millisecond, random: func() float64 { return 0.5 }},
-		stableAfter: time.Hour,
+		stableAfter: o.stableAfter,
 		log:         slog.New(slog.NewTextHandler(rc.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		reconnect:   reconnect,
+		reconnect:   o.reconnect,
+		watchPath:   o.watchPath,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rc.cancel = cancel

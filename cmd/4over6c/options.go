@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +50,7 @@ const (
 // options are the parsed, validated command line.
 type options struct {
 	server    string
+	servers   []serverEntry
 	tun       string
 	mtu       int
 	routeMode routeMode
@@ -79,7 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		o                     options
 		routes, level, format string
 	)
-	fs.StringVar(&o.server, "server", "", "server address, [IPv6]:port or host:port (required), e.g. [2001:db8::1]:5678")
+	fs.StringVar(&o.server, "server", "", "server address, [IPv6]:port or host:port (required), e.g. [2001:db8::1]:5678; a comma list, or a name with several AAAA records, is tried in turn")
 	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: servers keep packets at 1500 bytes)")
 	fs.StringVar(&routes, "routes", routesDefault, "routes via the TUN: default (0.0.0.0/1 and 128.0.0.0/1 when the server's route field is 0.0.0.0), none, or a comma list of IPv4 prefixes (0.0.0.0/0 is installed as those two)")
@@ -118,24 +117,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	return &o, nil
 }
 
-// checkServer accepts host:port with a port number; an address literal
-// must be IPv6, because the tunnel runs over IPv6 and dialling an IPv4
-// server would send the tunnel through its own routes.
-func (o *options) checkServer() error {
-	if o.server == "" {
-		return errors.New("-server is required, e.g. -server [2001:db8::1]:5678")
-	}
-	host, port, err := net.SplitHostPort(o.server)
-	if err != nil || host == "" {
-		return fmt.Errorf("-server %q: want [IPv6]:port or host:port", o.server)
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("-server %q: port %q is not a number in 1-65535", o.server, port)
-	}
-	if a, err := netip.ParseAddr(host); err == nil && !a.Is6() || err == nil && a.Is4In6() {
-		return fmt.Errorf("-server %q: the tunnel runs over IPv6, want an IPv6 address", o.server)
-	}
-	return nil
+// checkServer parses the -server list (servers.go).
+func (o *options) checkServer() (err error) {
+	o.servers, err = parseServers(o.server)
+	return err
 }
 
 func (o *options) parseRoutes(s string) error {
