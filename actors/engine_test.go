@@ -129,9 +129,7 @@ func TestDropsAreCountedAndSessionSurvives(t *testing.T) {
 		}},
 		{"not IPv4", DropNotIPv4, func(netip.Addr, netip.Addr) []byte { return []byte{0x60, 0, 0, 0, 0, 0, 0, 0} }},
 		{"total length beyond payload", DropNotIPv4, func(own, _ netip.Addr) []byte { return ping(own, inetHost, 1)[:24] }},
-		{"larger than the MTU", DropTooBig, func(own, _ netip.Addr) []byte {
-			return tuntest.UDP(netip.AddrPortFrom(own, 1), netip.AddrPortFrom(inetHost, 9), make([]byte, 1600))
-		}},
+		{"larger than the MTU with DF", DropTooBig, func(own, _ netip.Addr) []byte { return bigUDP(own, 1, 1600, flagDF) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

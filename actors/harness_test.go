@@ -57,6 +57,9 @@ func newHarness(t *testing.T, tweak ...func(*Config)) *harness {
 	for _, f := range tweak {
 		f(&cfg)
 	}
+	if d, ok := cfg.Device.(*tuntest.Device); ok {
+		dev = d // a tweak chose another fake (another MTU)
+	}
 	srv, err := Start(cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)

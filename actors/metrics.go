@@ -143,6 +143,21 @@ func frameTypeOf(typ byte) FrameType {
 	return FrameTypeUnknown
 }
 
+// ICMPType names the ICMP errors the server originates, for
+// icmp_sent_total and icmp_rate_limited_total.
+type ICMPType int
+
+// ICMP errors the server sends.
+const (
+	ICMPFragNeeded ICMPType = iota // type 3 code 4, for a DF packet above the TUN MTU
+	numICMPTypes
+)
+
+var icmpNames = [numICMPTypes]string{"frag_needed"}
+
+// String is the metric label for the type.
+func (t ICMPType) String() string { return icmpNames[t] }
+
 // frameCounts are a reader's own counts, added to Metrics in one go when
 // the reader would block, so a flood of tiny frames costs no atomic
 // operation per frame.
@@ -174,6 +189,13 @@ type Metrics struct {
 	frames         [numFrameTypes]atomic.Uint64
 	setupCounts    [13]atomic.Uint64 // per bucket of setupBuckets, plus +Inf
 	setupSumNanos  atomic.Uint64
+
+	icmpSent    [numICMPTypes]atomic.Uint64
+	icmpLimited [numICMPTypes]atomic.Uint64 // not sent: over the session's rate
+	// Fragmented counts client packets above the TUN MTU without DF that
+	// were split; FragmentsCreated counts the fragments written instead.
+	Fragmented       atomic.Uint64
+	FragmentsCreated atomic.Uint64
 }
 
 // Closed counts one session that ended for reason r.
@@ -244,3 +266,16 @@ func (m *Metrics) Frames(t FrameType) uint64 { return m.frames[t].Load() }
 
 // FrameErrors reads the frame-error counter for f.
 func (m *Metrics) FrameErrors(f FrameError) uint64 { return m.frameErrors[f].Load() }
+
+// ICMPSent counts n ICMP errors of type k queued to a client.
+func (m *Metrics) ICMPSent(k ICMPType, n int) { m.icmpSent[k].Add(uint64(n)) }
+
+// ICMPSentOf reads the sent counter for k.
+func (m *Metrics) ICMPSentOf(k ICMPType) uint64 { return m.icmpSent[k].Load() }
+
+// ICMPRateLimited counts one ICMP error of type k held back by the
+// session's rate limit.
+func (m *Metrics) ICMPRateLimited(k ICMPType) { m.icmpLimited[k].Add(1) }
+
+// ICMPRateLimitedOf reads the rate-limited counter for k.
+func (m *Metrics) ICMPRateLimitedOf(k ICMPType) uint64 { return m.icmpLimited[k].Load() }

@@ -12,6 +12,8 @@ type Collector struct {
 	poolSize, poolLeased, denials         *prometheus.Desc
 	packets, bytes, drops, failures, errs *prometheus.Desc
 	refused, closedBy, setup, frames      *prometheus.Desc
+	icmpSent, icmpLimited                 *prometheus.Desc
+	fragmented, fragments                 *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -36,13 +38,18 @@ func NewCollector(m *Metrics) *Collector {
 		setup:         d("session_setup_seconds", "Time from accepting a connection to queueing its 101 reply."),
 		refused:       d("connections_refused_total", "Connections closed before becoming a session, by reason.", "reason"),
 		frames:        d("frames_total", "Frames received from clients, by type (100, 102, 104, 200, unknown).", "type"),
+		icmpSent:      d("icmp_sent_total", "ICMP errors sent to clients, by type (frag_needed: a DF packet above the TUN MTU).", "type"),
+		icmpLimited:   d("icmp_rate_limited_total", "ICMP errors not sent because the session's rate limit was reached, by type.", "type"),
+		fragmented:    d("fragmented_packets_total", "Client packets above the TUN MTU without DF, fragmented to fit it."),
+		fragments:     d("fragments_created_total", "Fragments written to the TUN in place of those packets."),
 	}
 }
 
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
-		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames} {
+		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames,
+		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments} {
 		ch <- d
 	}
 }
@@ -86,4 +93,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for t := range numFrameTypes {
 		counter(c.frames, m.Frames(t), t.String())
 	}
+	for k := range numICMPTypes {
+		counter(c.icmpSent, m.ICMPSentOf(k), k.String())
+		counter(c.icmpLimited, m.ICMPRateLimitedOf(k), k.String())
+	}
+	counter(c.fragmented, m.Fragmented.Load())
+	counter(c.fragments, m.FragmentsCreated.Load())
 }

@@ -6,7 +6,10 @@ package actors
 //     well-formed IPv4 packets (trimmed to their total length) arrive here
 //     as one *messages.FromClient batch per burst.
 //  2. Packets before a lease, with a source other than the leased address
-//     (anti-spoofing) or larger than the TUN MTU are dropped and counted.
+//     (anti-spoofing) or to other clients while they are isolated are
+//     dropped and counted. Packets larger than the TUN MTU are answered
+//     with ICMP "fragmentation needed" (DF set) or fragmented
+//     (session_mtu.go).
 //  3. The rest go to the TUN actor in the same batch.
 //
 // And of the TUN-to-client path: *messages.ToClient batches from the Router
@@ -75,6 +78,8 @@ type Session struct {
 	// Per-packet drop logs and the logs of unknown frame types are
 	// rate-limited, so a flood cannot flood the log.
 	dropLog, frameLog logLimit
+	icmp              icmpBucket         // ICMP errors to the client (session_mtu.go)
+	icmpOut           *messages.ToClient // errors built for the batch at hand
 	reason            CloseReason
 	ended             bool // reason is set
 
@@ -278,29 +283,33 @@ func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
 		b.Release()
 		return
 	}
+	aside := false // fragments went to the TUN in batches ahead of b
 	kept := b.Packets[:0]
 	for _, pkt := range b.Packets {
 		switch {
 		case netip.AddrFrom4([4]byte(pkt[12:16])) != s.addr:
 			s.drop(DropSpoofed, pkt)
-		case len(pkt) > s.cfg.MTU:
-			s.drop(DropTooBig, pkt)
 		case s.cfg.IsolateClients && s.cfg.Pool.Contains(netip.AddrFrom4([4]byte(pkt[16:20]))):
 			s.drop(DropClientToClient, pkt)
-		default:
+		case len(pkt) <= s.cfg.MTU:
 			kept = append(kept, pkt)
+		case wire.DontFragment(pkt):
+			s.fragNeeded(pkt)
+		default:
+			kept = s.fragment(ctx, kept, pkt)
+			aside = true
 		}
 	}
+	s.flushICMP()
 	clear(b.Packets[len(kept):])
 	b.Packets = kept
-	if len(kept) == 0 {
+	if len(kept) == 0 && !aside {
 		b.Release()
 		return
 	}
-	s.stats.countIn(len(kept), b.Bytes())
-	s.cfg.Metrics.PacketsIn.Add(uint64(len(kept)))
-	s.cfg.Metrics.BytesIn.Add(uint64(b.Bytes()))
-	ctx.Send(s.cfg.tun, b)
+	// Even empty, b goes last after fragments: its budget token must come
+	// back only once they are written (session_mtu.go).
+	s.forward(ctx, b)
 }
 
 // dropLogEvery is the most often a rate-limited log line is written.
@@ -325,13 +334,15 @@ func (l *logLimit) allow() (suppressed int, ok bool) {
 	return suppressed, true
 }
 
-func (s *Session) drop(r DropReason, pkt []byte) {
+// drop counts, releases and (rate-limited) logs a client packet, with
+// attrs saying more than the reason where there is more to say.
+func (s *Session) drop(r DropReason, pkt []byte, attrs ...any) {
 	s.cfg.Metrics.Drop(r, 1)
 	s.stats.Drops.Add(1)
 	wire.ReleasePacket(pkt)
 	if suppressed, ok := s.dropLog.allow(); ok {
-		s.cfg.Logger.Debug("dropped client packet", slog.String("client", s.client.String()), slog.String("reason", r.String()),
-			slog.Int("suppressed_before", suppressed))
+		s.cfg.Logger.Debug("dropped client packet", append([]any{slog.String("client", s.client.String()), slog.String("reason", r.String()),
+			slog.Int("suppressed_before", suppressed)}, attrs...)...)
 	}
 }
 

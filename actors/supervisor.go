@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/4over6d/4over6d/messages"
+	"github.com/4over6d/4over6d/tun"
 )
 
 // Child names under the Supervisor. The PIDs are known before the children
@@ -27,6 +28,7 @@ const (
 type shared struct {
 	Config
 	MTU                int
+	serverAddr         netip.Addr // the TUN's own address, source of the ICMP errors sessions send
 	pool, router, tun  *actor.PID
 	supervisorRestarts actor.SupervisorStrategy
 	reservations       []messages.Reservation // from the lease file at start
@@ -313,6 +315,7 @@ func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
 	return &shared{
 		Config:             cfg,
 		MTU:                cfg.Device.MTU(),
+		serverAddr:         tun.ServerAddr(cfg.Pool),
 		pool:               pid(poolName),
 		router:             pid(routerName),
 		tun:                pid(tunName),
