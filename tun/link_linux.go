@@ -100,7 +100,8 @@ func deleteLink(links *netlink.Handle, index int, name string) error {
 
 // DefaultRouteInterface returns the name of the interface that carries the
 // IPv4 default route of the main table in the calling thread's network
-// namespace, so the server can masquerade towards it without being told.
+// namespace, so the server can log where the pool's traffic leaves now and
+// warn when nothing routes it.
 // With several default routes it picks the one with the lowest metric; with
 // none it returns "" and no error.
 func DefaultRouteInterface() (string, error) {

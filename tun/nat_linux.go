@@ -22,8 +22,9 @@ const (
 	ipv4AddrLen      = 4
 )
 
-// NATConfig describes the forwarding and masquerading the server needs
-// between its TUN and the interface towards the IPv4 internet.
+// NATConfig describes the server's own nftables table: masquerading of
+// the pool towards the IPv4 internet, the MSS clamp for TCP crossing the
+// TUN, and the filter that keeps the tunnel's clients off the admin port.
 type NATConfig struct {
 	// Table is the name of the ip-family table the server owns entirely;
 	// empty means DefaultNATTable.
@@ -32,9 +33,21 @@ type NATConfig struct {
 	Pool netip.Prefix
 	// TUN is the name of the server's TUN interface.
 	TUN string
-	// Egress is the interface to masquerade behind; empty means no
-	// masquerading (the pool is routed), only the forward chain.
+	// MTU is the TUN's MTU. TCP SYNs forwarded through the TUN (either
+	// way) get their MSS option lowered to MTU-40 when it is larger, so
+	// neither end sends segments the TUN would drop.
+	MTU int
+	// Masquerade turns on source NAT for the pool's traffic leaving the
+	// host; off means the pool is routed.
+	Masquerade bool
+	// Egress, if set, masquerades only traffic leaving by this interface.
+	// Empty masquerades traffic leaving by any interface but the TUN, so
+	// NAT keeps working when the default route moves (DHCP, failover).
 	Egress string
+	// AdminPort, if not 0, is the TCP port of the admin endpoint: traffic
+	// arriving from the TUN to it is answered with a TCP reset, whatever
+	// address the endpoint listens on.
+	AdminPort uint16
 }
 
 // NAT is an installed nftables table; Close removes it so a stopped server
@@ -48,18 +61,25 @@ type NAT struct {
 // SetupNAT installs, in the calling thread's network namespace and in one
 // atomic transaction, an ip-family table holding:
 //
-//   - chain forward (filter hook, priority filter, policy accept) with
-//     `iifname TUN accept` and `oifname TUN accept`;
-//   - if cfg.Egress is set, chain postrouting (nat hook, priority srcnat)
-//     with `ip saddr Pool oifname Egress masquerade`.
+//   - chain forward (filter hook, priority filter, policy accept) with the
+//     MSS clamp `iifname TUN tcp flags syn tcp option maxseg size > MSS
+//     tcp option maxseg size set MSS` and the same for `oifname TUN`,
+//     where MSS is cfg.MTU-40: a fixed value, because the route MTU
+//     (`rt mtu`) of a client's SYN leaving by a 1500-byte uplink would
+//     not clamp it to the TUN;
+//   - if cfg.AdminPort is set, chain input (filter hook, priority filter,
+//     policy accept) with `iifname TUN tcp dport AdminPort reject with tcp
+//     reset`;
+//   - if cfg.Masquerade is set, chain postrouting (nat hook, priority
+//     srcnat) with `ip saddr Pool oifname != TUN masquerade`, or
+//     `oifname Egress` instead when cfg.Egress is set.
 //
 // A table of the same name left by a killed server is replaced in the same
 // transaction, so a restart is clean and never runs with half a ruleset.
 //
-// The forward accept rules document intent and give the tunnel's traffic a
-// place in the ruleset; they are harmless but do not open anything: nftables
-// runs every base chain on a hook, so an accept here cannot override a drop
-// in another table (for example a FORWARD policy of drop set by Docker or
+// The table only adds: every chain's policy is accept, and nftables runs
+// every base chain on a hook, so nothing here can override a drop in
+// another table (for example a FORWARD policy of drop set by Docker or
 // firewalld). Such a firewall must allow the tunnel itself.
 func SetupNAT(cfg NATConfig) (*NAT, error) {
 	if err := cfg.validate(); err != nil {
@@ -71,9 +91,12 @@ func SetupNAT(cfg NATConfig) (*NAT, error) {
 	}
 	table := natTable(cfg.Table)
 	replaceTable(conn, table)
-	addForwardChain(conn, table, cfg.TUN)
-	if cfg.Egress != "" {
-		addMasqueradeChain(conn, table, cfg.Pool, cfg.Egress)
+	addForwardChain(conn, table, cfg.TUN, clampedMSS(cfg.MTU))
+	if cfg.AdminPort != 0 {
+		addInputChain(conn, table, cfg.TUN, cfg.AdminPort)
+	}
+	if cfg.Masquerade {
+		addMasqueradeChain(conn, table, cfg.Pool, cfg.TUN, cfg.Egress)
 	}
 	if err := conn.Flush(); err != nil {
 		conn.CloseLasting()
@@ -88,8 +111,14 @@ func (cfg NATConfig) validate() error {
 		return fmt.Errorf("failed to set up NAT: pool %v is not an IPv4 prefix", cfg.Pool)
 	case cfg.TUN == "" || len(cfg.TUN) >= unix.IFNAMSIZ:
 		return fmt.Errorf("failed to set up NAT: TUN name %q must have 1 to %d bytes", cfg.TUN, unix.IFNAMSIZ-1)
+	case cfg.MTU < minMTU || cfg.MTU > MaxPacket:
+		return fmt.Errorf("failed to set up NAT: MTU %d is outside %d..%d", cfg.MTU, minMTU, MaxPacket)
 	case len(cfg.Egress) >= unix.IFNAMSIZ:
 		return fmt.Errorf("failed to set up NAT: egress name %q is longer than %d bytes", cfg.Egress, unix.IFNAMSIZ-1)
+	case cfg.Egress != "" && !cfg.Masquerade:
+		return fmt.Errorf("failed to set up NAT: egress %q given without masquerading", cfg.Egress)
+	case cfg.Egress == cfg.TUN:
+		return fmt.Errorf("failed to set up NAT: egress %q is the TUN itself", cfg.Egress)
 	}
 	return nil
 }
@@ -147,26 +176,9 @@ func deleteTable(conn *nftables.Conn, table *nftables.Table) error {
 	return nil
 }
 
-func addForwardChain(conn *nftables.Conn, table *nftables.Table, tun string) {
-	accept := nftables.ChainPolicyAccept
-	chain := conn.AddChain(&nftables.Chain{
-		Name:     "forward",
-		Table:    table,
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookForward,
-		Priority: nftables.ChainPriorityFilter,
-		Policy:   &accept,
-	})
-	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
-		conn.AddRule(&nftables.Rule{
-			Table: table,
-			Chain: chain,
-			Exprs: append(matchInterface(key, tun), &expr.Verdict{Kind: expr.VerdictAccept}),
-		})
-	}
-}
-
-func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.Prefix, egress string) {
+// addMasqueradeChain masquerades the pool out of egress, or out of every
+// interface but the TUN when egress is empty.
+func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.Prefix, tun, egress string) {
 	chain := conn.AddChain(&nftables.Chain{
 		Name:     "postrouting",
 		Table:    table,
@@ -174,8 +186,11 @@ func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.P
 		Hooknum:  nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
 	})
-	exprs := matchSource(pool)
-	exprs = append(exprs, matchInterface(expr.MetaKeyOIFNAME, egress)...)
+	out := matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, tun)
+	if egress != "" {
+		out = matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, egress)
+	}
+	exprs := append(matchSource(pool), out...)
 	conn.AddRule(&nftables.Rule{
 		Table: table,
 		Chain: chain,
@@ -183,14 +198,14 @@ func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.P
 	})
 }
 
-// matchInterface is `iifname NAME` or `oifname NAME`: the kernel compares
-// the whole zero-padded IFNAMSIZ buffer.
-func matchInterface(key expr.MetaKey, name string) []expr.Any {
+// matchInterface is `iifname NAME` or `oifname != NAME` (key and op):
+// the kernel compares the whole zero-padded IFNAMSIZ buffer.
+func matchInterface(key expr.MetaKey, op expr.CmpOp, name string) []expr.Any {
 	data := make([]byte, unix.IFNAMSIZ)
 	copy(data, name)
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
+		&expr.Cmp{Op: op, Register: 1, Data: data},
 	}
 }
 

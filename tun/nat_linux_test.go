@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // chainDump is a chain and its rules as the kernel reports them, rendered
@@ -22,10 +24,22 @@ type chainDump struct {
 	rules    []string
 }
 
+// testClamp is the forward chain SetupNAT installs for a TUN of testMTU.
+var testClamp = chainDump{
+	hook: "forward", priority: 0, policy: "accept",
+	rules: []string{
+		"iifname tun4o6 tcp flags & 0x02 != 0x00 tcp option maxseg size > 1360 tcp option maxseg size set 1360",
+		"oifname tun4o6 tcp flags & 0x02 != 0x00 tcp option maxseg size > 1360 tcp option maxseg size set 1360",
+	},
+}
+
 func TestSetupNATInstallsTable(t *testing.T) {
-	forward := chainDump{
-		hook: "forward", priority: 0, policy: "accept",
-		rules: []string{"iifname tun4o6 accept", "oifname tun4o6 accept"},
+	adminFilter := chainDump{
+		hook: "input", priority: 0, policy: "accept",
+		rules: []string{"iifname tun4o6 tcp dport 9604 reject with tcp reset"},
+	}
+	masquerade := func(rule string) chainDump {
+		return chainDump{hook: "postrouting", priority: 100, policy: "accept", rules: []string{rule}}
 	}
 	tests := []struct {
 		name   string
@@ -34,22 +48,30 @@ func TestSetupNATInstallsTable(t *testing.T) {
 		chains map[string]chainDump
 	}{
 		{
-			name:  "with masquerade",
-			cfg:   NATConfig{Pool: testPool, TUN: testTUN, Egress: "eth4o6"},
+			name:  "masquerade out of any interface but the TUN",
+			cfg:   NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, AdminPort: 9604},
 			table: DefaultNATTable,
 			chains: map[string]chainDump{
-				"forward": forward,
-				"postrouting": {
-					hook: "postrouting", priority: 100, policy: "accept",
-					rules: []string{"ip saddr 192.0.2.0/24 oifname eth4o6 masquerade"},
-				},
+				"forward":     testClamp,
+				"input":       adminFilter,
+				"postrouting": masquerade("ip saddr 192.0.2.0/24 oifname != tun4o6 masquerade"),
 			},
 		},
 		{
-			name:   "routed pool, custom table",
-			cfg:    NATConfig{Table: "four6-test", Pool: testPool, TUN: testTUN},
+			name:  "masquerade out of one interface",
+			cfg:   NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "eth4o6", AdminPort: 9604},
+			table: DefaultNATTable,
+			chains: map[string]chainDump{
+				"forward":     testClamp,
+				"input":       adminFilter,
+				"postrouting": masquerade("ip saddr 192.0.2.0/24 oifname eth4o6 masquerade"),
+			},
+		},
+		{
+			name:   "routed pool, admin off, custom table",
+			cfg:    NATConfig{Table: "four6-test", Pool: testPool, TUN: testTUN, MTU: testMTU},
 			table:  "four6-test",
-			chains: map[string]chainDump{"forward": forward},
+			chains: map[string]chainDump{"forward": testClamp},
 		},
 	}
 	for _, tt := range tests {
@@ -63,6 +85,26 @@ func TestSetupNATInstallsTable(t *testing.T) {
 	}
 }
 
+// TestNFTReadsTheRules checks that nft itself decodes the bytecode as the
+// rules SetupNAT documents, not only that the kernel accepted it.
+func TestNFTReadsTheRules(t *testing.T) {
+	ns := netnstest.New(t, "nat-nft")
+	setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, AdminPort: 9604})
+	// nft 1.0.6 cannot name a table that starts with a digit ("list
+	// table ip 4over6d" is a syntax error), so list the family.
+	out := ns.Run(t, "nft", "list", "ruleset", "ip")
+	for _, want := range []string{
+		`iifname "tun4o6" tcp flags syn tcp option maxseg size > 1360 tcp option maxseg size set 1360`,
+		`oifname "tun4o6" tcp flags syn tcp option maxseg size > 1360 tcp option maxseg size set 1360`,
+		`iifname "tun4o6" tcp dport 9604 reject with tcp reset`,
+		`ip saddr 192.0.2.0/24 oifname != "tun4o6" masquerade`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nft list ruleset ip lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestSetupNATReplacesStaleTable(t *testing.T) {
 	ns := netnstest.New(t, "nat-stale")
 	withNFT(t, ns, func(conn *nftables.Conn) error {
@@ -71,15 +113,12 @@ func TestSetupNATReplacesStaleTable(t *testing.T) {
 		conn.AddRule(&nftables.Rule{
 			Table: table,
 			Chain: chain,
-			Exprs: append(matchInterface(expr.MetaKeyIIFNAME, "old4o6"), &expr.Verdict{Kind: expr.VerdictDrop}),
+			Exprs: append(matchInterface(expr.MetaKeyIIFNAME, expr.CmpOpEq, "old4o6"), &expr.Verdict{Kind: expr.VerdictDrop}),
 		})
 		return conn.Flush()
 	})
-	setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN})
-	want := map[string]chainDump{"forward": {
-		hook: "forward", priority: 0, policy: "accept",
-		rules: []string{"iifname tun4o6 accept", "oifname tun4o6 accept"},
-	}}
+	setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU})
+	want := map[string]chainDump{"forward": testClamp}
 	if got := dumpTable(t, ns, DefaultNATTable); !equalDumps(got, want) {
 		t.Errorf("table after replacing = %+v, want %+v", got, want)
 	}
@@ -87,7 +126,7 @@ func TestSetupNATReplacesStaleTable(t *testing.T) {
 
 func TestNATCloseRemovesTable(t *testing.T) {
 	ns := netnstest.New(t, "nat-close")
-	nat := setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, Egress: "eth4o6"})
+	nat := setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "eth4o6", AdminPort: 9604})
 	if err := nat.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -111,7 +150,7 @@ func TestRemoveNAT(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := netnstest.New(t, "nat-remove")
 			if tt.present {
-				setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN})
+				setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true})
 			}
 			if err := ns.Do(func() error { return RemoveNAT("") }); err != nil {
 				t.Fatalf("RemoveNAT: %v", err)
@@ -129,12 +168,17 @@ func TestNATConfigValidate(t *testing.T) {
 		cfg  NATConfig
 		want string
 	}{
-		{"valid", NATConfig{Pool: testPool, TUN: testTUN, Egress: "eth0"}, ""},
-		{"valid without egress", NATConfig{Pool: testPool, TUN: testTUN}, ""},
-		{"no pool", NATConfig{TUN: testTUN}, "not an IPv4 prefix"},
-		{"IPv6 pool", NATConfig{Pool: netip.MustParsePrefix("2001:db8::/64"), TUN: testTUN}, "not an IPv4 prefix"},
-		{"no TUN", NATConfig{Pool: testPool}, "TUN name"},
-		{"long egress", NATConfig{Pool: testPool, TUN: testTUN, Egress: "a-name-too-long-x"}, "egress name"},
+		{"valid", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "eth0"}, ""},
+		{"valid, any egress", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true}, ""},
+		{"valid without masquerade", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU}, ""},
+		{"no pool", NATConfig{TUN: testTUN, MTU: testMTU}, "not an IPv4 prefix"},
+		{"IPv6 pool", NATConfig{Pool: netip.MustParsePrefix("2001:db8::/64"), TUN: testTUN, MTU: testMTU}, "not an IPv4 prefix"},
+		{"no TUN", NATConfig{Pool: testPool, MTU: testMTU}, "TUN name"},
+		{"no MTU", NATConfig{Pool: testPool, TUN: testTUN}, "MTU 0"},
+		{"MTU too large", NATConfig{Pool: testPool, TUN: testTUN, MTU: MaxPacket + 1}, "MTU"},
+		{"long egress", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "a-name-too-long-x"}, "egress name"},
+		{"egress without masquerade", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Egress: "eth0"}, "without masquerading"},
+		{"egress is the TUN", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: testTUN}, "TUN itself"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.validate()
@@ -147,18 +191,37 @@ func TestNATConfigValidate(t *testing.T) {
 // TestNATMasqueradesPoolTraffic runs the server's IPv4 data path for real:
 // a client packet written to the TUN is forwarded and masqueraded towards
 // the "internet" namespace, and the reply comes back de-NATed through the
-// TUN.
+// TUN, with the masquerade naming the uplink or any interface but the TUN.
 func TestNATMasqueradesPoolTraffic(t *testing.T) {
-	server := netnstest.New(t, "nat-server")
-	internet := netnstest.New(t, "nat-internet")
-	egress, _ := netnstest.Link(t,
-		server, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")},
-		internet, []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")})
-	dev := openInNS(t, server, testTUN, false)
-	if err := server.Do(EnableForwarding); err != nil {
-		t.Fatalf("EnableForwarding: %v", err)
+	for _, tt := range []struct {
+		name  string
+		named bool
+	}{{"egress named", true}, {"any egress but the TUN", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			server := netnstest.New(t, "nat-server")
+			internet := netnstest.New(t, "nat-internet")
+			uplink, _ := netnstest.Link(t,
+				server, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")},
+				internet, []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")})
+			egress := ""
+			if tt.named {
+				egress = uplink
+			}
+			dev := openInNS(t, server, testTUN, false)
+			if err := server.Do(EnableForwarding); err != nil {
+				t.Fatalf("EnableForwarding: %v", err)
+			}
+			setupNAT(t, server, NATConfig{Pool: testPool, TUN: dev.Name(), MTU: testMTU, Masquerade: true, Egress: egress})
+			checkMasqueraded(t, dev, internet)
+		})
 	}
-	setupNAT(t, server, NATConfig{Pool: testPool, TUN: dev.Name(), Egress: egress})
+}
+
+// checkMasqueraded sends a datagram from a client address into the TUN and
+// checks it reaches the internet namespace from the server's 198.51.100.1
+// and that the reply comes back through the TUN to the client.
+func checkMasqueraded(t *testing.T, dev Device, internet *netnstest.NS) {
+	t.Helper()
 	remote := listenUDP(t, internet, netip.MustParseAddrPort("198.51.100.2:0"))
 	remoteAddr := remote.LocalAddr().(*net.UDPAddr).AddrPort()
 	client := netip.AddrPortFrom(clientAddr, 4000)
@@ -242,6 +305,7 @@ func describeChain(c *nftables.Chain, rules []*nftables.Rule) chainDump {
 	if c.Hooknum != nil {
 		d.hook = map[nftables.ChainHook]string{
 			*nftables.ChainHookForward:     "forward",
+			*nftables.ChainHookInput:       "input",
 			*nftables.ChainHookPostrouting: "postrouting",
 		}[*c.Hooknum]
 	}
@@ -257,38 +321,94 @@ func describeChain(c *nftables.Chain, rules []*nftables.Rule) chainDump {
 	return d
 }
 
-// describeRule renders the expressions SetupNAT uses the way nft prints
-// them; anything else shows up as its Go type so a mismatch is readable.
+// describeRule renders the expressions SetupNAT uses close to the way nft
+// prints them (register 1 only, numbers in hex unless they are ports or
+// sizes); anything else shows up as its Go type so a mismatch is readable.
 func describeRule(exprs []expr.Any) string {
 	var words []string
-	var mask net.IPMask
+	var field string // what register 1 holds
+	var mask []byte  // the mask applied to it, if any
+	var immediate []byte
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
-			words = append(words, map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname"}[e.Key])
+			field, mask = metaNames[e.Key], nil
 		case *expr.Payload:
-			words = append(words, fmt.Sprintf("payload@%d/%d", e.Offset, e.Len))
+			field, mask = payloadNames[payloadField{e.Base, e.Offset, e.Len}], nil
+		case *expr.Exthdr:
+			switch {
+			case e.Op != expr.ExthdrOpTcpopt || e.Type != tcpOptMSS || e.Offset != tcpOptMSSOffset || e.Len != tcpOptMSSLen:
+				words = append(words, fmt.Sprintf("%+v", *e))
+			case e.SourceRegister != 0:
+				words = append(words, "tcp option maxseg size set "+describeValue("tcp option maxseg size", immediate))
+			default:
+				field, mask = "tcp option maxseg size", nil
+			}
 		case *expr.Bitwise:
 			mask = e.Mask
+		case *expr.Immediate:
+			immediate = e.Data
 		case *expr.Cmp:
-			words = append(words, describeCmp(e, mask))
+			if w := describeCmp(field, e, mask); w != "" {
+				words = append(words, w)
+			}
 		case *expr.Verdict:
 			words = append(words, map[expr.VerdictKind]string{expr.VerdictAccept: "accept", expr.VerdictDrop: "drop"}[e.Kind])
+		case *expr.Reject:
+			if e.Type == unix.NFT_REJECT_TCP_RST {
+				words = append(words, "reject with tcp reset")
+			} else {
+				words = append(words, fmt.Sprintf("%+v", *e))
+			}
 		case *expr.Masq:
 			words = append(words, "masquerade")
 		default:
 			words = append(words, fmt.Sprintf("%T", e))
 		}
 	}
-	return strings.ReplaceAll(strings.Join(words, " "), "payload@12/4", "ip saddr")
+	return strings.Join(words, " ")
 }
 
-func describeCmp(e *expr.Cmp, mask net.IPMask) string {
-	if len(e.Data) == ipv4AddrLen && mask != nil {
-		ones, _ := mask.Size()
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte(e.Data)), ones).String()
+var metaNames = map[expr.MetaKey]string{
+	expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyL4PROTO: "meta l4proto",
+}
+
+type payloadField struct {
+	base        expr.PayloadBase
+	offset, len uint32
+}
+
+var payloadNames = map[payloadField]string{
+	{expr.PayloadBaseNetworkHeader, ipv4SourceOffset, ipv4AddrLen}: "ip saddr",
+	{expr.PayloadBaseTransportHeader, tcpFlagsOffset, 1}:           "tcp flags",
+	{expr.PayloadBaseTransportHeader, tcpDstPortOffset, 2}:         "tcp dport",
+}
+
+// describeCmp renders a comparison of field. `meta l4proto 6` is left out,
+// as nft does, when a tcp field follows: the tests check it is there
+// through the exact rule text of every other word.
+func describeCmp(field string, e *expr.Cmp, mask []byte) string {
+	op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpGt: "> "}[e.Op]
+	switch {
+	case field == "meta l4proto" && e.Op == expr.CmpOpEq && slices.Equal(e.Data, []byte{unix.IPPROTO_TCP}):
+		return ""
+	case field == "ip saddr" && mask != nil:
+		ones, _ := net.IPMask(mask).Size()
+		return field + " " + op + netip.PrefixFrom(netip.AddrFrom4([4]byte(e.Data)), ones).String()
+	case field == "iifname" || field == "oifname":
+		return field + " " + op + strings.TrimRight(string(e.Data), "\x00")
+	case mask != nil:
+		return fmt.Sprintf("%s & %#02x %s%#02x", field, mask, op, e.Data)
 	}
-	return strings.TrimRight(string(e.Data), "\x00")
+	return field + " " + op + describeValue(field, e.Data)
+}
+
+// describeValue prints ports and sizes in decimal, anything else in hex.
+func describeValue(field string, data []byte) string {
+	if (field == "tcp dport" || field == "tcp option maxseg size") && len(data) == 2 {
+		return fmt.Sprint(binary.BigEndian.Uint16(data))
+	}
+	return fmt.Sprintf("%#x", data)
 }
 
 func equalDumps(a, b map[string]chainDump) bool {

@@ -195,32 +195,52 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 	}
 }
 
-// setupNAT installs the forwarding rules and, unless -nat off, the
-// masquerade of the pool towards the egress interface.
+// setupNAT installs the server's nftables table: the MSS clamp for the
+// TUN's MTU, the filter that closes the admin port to the TUN and, unless
+// -nat off, the masquerade of the pool (-nat auto: out of any interface but
+// the TUN, so it follows the default route when that moves).
 func setupNAT(o *options, log *slog.Logger) (*tun.NAT, error) {
-	egress := ""
-	switch o.nat {
-	case "off":
-	case "auto":
-		ifc, err := tun.DefaultRouteInterface()
-		if err != nil {
-			return nil, err
-		}
-		if ifc == "" {
-			log.Warn("no IPv4 default route: NAT disabled; clients reach only routed networks (use -nat IFACE to choose)")
-		}
-		egress = ifc
-	default:
-		egress = o.nat
-	}
-	nat, err := tun.SetupNAT(tun.NATConfig{Table: natTable, Pool: o.pool, TUN: o.tun, Egress: egress})
+	cfg := tun.NATConfig{Table: natTable, Pool: o.pool, TUN: o.tun, MTU: o.mtu, AdminPort: o.adminPort,
+		Masquerade: o.nat != "off"}
+	masquerade, err := natEgress(o, &cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	if egress != "" {
-		log.Info("NAT enabled", slog.String("egress", egress), slog.String("pool", o.pool.String()))
+	nat, err := tun.SetupNAT(cfg)
+	if err != nil {
+		return nil, err
 	}
+	if cfg.Masquerade {
+		log.Info("NAT enabled: masquerading the pool "+masquerade, slog.String("pool", o.pool.String()))
+	}
+	attrs := []any{slog.String("table", natTable), slog.Int("tcp_mss_clamp", o.mtu-40)}
+	if o.adminPort != 0 {
+		attrs = append(attrs, slog.Int("admin_port_closed_to_tun", int(o.adminPort)))
+	}
+	log.Info("nftables table installed", attrs...)
 	return nat, nil
+}
+
+// natEgress applies -nat IFACE to cfg and says, for the log, what the
+// masquerade covers. For -nat auto it warns when there is no IPv4 default
+// route: clients then reach only the networks this host routes.
+func natEgress(o *options, cfg *tun.NATConfig, log *slog.Logger) (string, error) {
+	switch o.nat {
+	case "off":
+		return "", nil
+	case "auto":
+		ifc, err := tun.DefaultRouteInterface()
+		if err != nil {
+			return "", err
+		}
+		if ifc == "" {
+			log.Warn("no IPv4 default route: clients reach only networks this host has routes to; NAT applies to any uplink once a default route appears")
+			return "out of any interface but " + o.tun, nil
+		}
+		return fmt.Sprintf("out of any interface but %s (the default route is now via %s)", o.tun, ifc), nil
+	}
+	cfg.Egress = o.nat
+	return "out of " + o.nat + " only", nil
 }
 
 func closeLogged(log *slog.Logger, what string, f func() error) {

@@ -37,6 +37,7 @@ var hostResolvConfs = []string{resolvConf, resolvedUpstream}
 type options struct {
 	listen           string
 	admin            string
+	adminPort        uint16 // the port of -admin, which the TUN may not reach; 0 when off
 	pool             netip.Prefix
 	tun              string
 	mtu              int
@@ -83,7 +84,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: lab clients cap packets at 1500)")
 	fs.StringVar(&dns, "dns", "", "three comma-separated IPv4 DNS servers sent in 101 (default: the first three usable IPv4 nameservers of /etc/resolv.conf, skipping loopback and link-local ones; else systemd-resolved's upstream list; else 8.8.8.8)")
 	fs.StringVar(&route, "route", "0.0.0.0", "route field of 101 (0.0.0.0: all IPv4 through the tunnel)")
-	fs.StringVar(&o.nat, "nat", "auto", "masquerade the pool: auto (out of the IPv4 default route's interface), off, or an interface name")
+	fs.StringVar(&o.nat, "nat", "auto", "masquerade the pool: auto (out of any interface but the TUN, so NAT follows the default route), off, or an interface name (out of that one only)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", actors.DefaultHeartbeat, "interval of heartbeats (104) to each client")
 	fs.DurationVar(&o.timeout, "timeout", actors.DefaultTimeout, "silence after which a client is dropped")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", actors.DefaultHandshakeTimeout, "time a new connection has to send its address request (100)")
@@ -112,6 +113,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 			return err
 		},
 		func() error { return parseIPv4("-route", route, &o.route) },
+		func() error { return parseAdminPort(o.admin, &o.adminPort) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
 	}
@@ -132,6 +134,25 @@ func parsePool(s string, out *netip.Prefix) error {
 		return fmt.Errorf("-pool %q leaves no address for clients: use /30 or larger", s)
 	}
 	*out = p.Masked()
+	return nil
+}
+
+// parseAdminPort takes the port of -admin (0 for off), which the server's
+// nftables table closes to the TUN. Port 0 is refused: the filter and
+// `4over6d status` both need to know the port before the endpoint opens.
+func parseAdminPort(admin string, out *uint16) error {
+	if admin == "off" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(admin)
+	if err != nil {
+		return fmt.Errorf("-admin %q is not host:port or off: %w", admin, err)
+	}
+	n, err := net.LookupPort("tcp", port)
+	if err != nil || n == 0 {
+		return fmt.Errorf("-admin %q needs a fixed port (1-65535)", admin)
+	}
+	*out = uint16(n)
 	return nil
 }
 

@@ -32,6 +32,9 @@ func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
 		{[]string{"-debug-faults", "-admin", "[::]:9604"}, "-debug-faults"},
 		{[]string{"-debug-faults", "-admin", "off"}, "-debug-faults"},
 		{[]string{"extra"}, "extra"},
+		{[]string{"-admin", "127.0.0.1:0"}, "-admin"},
+		{[]string{"-admin", "127.0.0.1"}, "-admin"},
+		{[]string{"-admin", "127.0.0.1:nosuchservice"}, "-admin"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -56,6 +59,27 @@ func TestDefaults(t *testing.T) {
 		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.log.JSON || o.maxPerSource != 16 ||
 		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 || !o.offload {
 		t.Fatalf("defaults = %+v", o)
+	}
+}
+
+// TestAdminPort checks the port the nftables table closes to the TUN.
+func TestAdminPort(t *testing.T) {
+	tests := []struct {
+		args []string
+		want uint16
+	}{
+		{nil, 9604},
+		{[]string{"-admin", "0.0.0.0:9700"}, 9700},
+		{[]string{"-admin", "[::]:8080"}, 8080},
+		{[]string{"-admin", "off"}, 0},
+	}
+	for _, tc := range tests {
+		o, err := parseOptions(tc.args, io.Discard, filepath.Join(t.TempDir(), "missing"))
+		if err != nil {
+			t.Errorf("parseOptions(%q): %v", tc.args, err)
+		} else if o.adminPort != tc.want {
+			t.Errorf("parseOptions(%q): admin port %d, want %d", tc.args, o.adminPort, tc.want)
+		}
 	}
 }
 
