@@ -5,13 +5,19 @@
 #   1. installs Docker from Debian packages if it is missing (services are
 #      kept from starting by a temporary policy-rc.d);
 #   2. starts dockerd by hand, with its own log file, and options that leave
-#      the host alone: --iptables=false --ip-forward=false --bridge=none (the
-#      lab needs no NAT from Docker: its NAT is 4over6d's, inside the server
-#      container, and the lab's traffic never leaves the bridges); an engine
-#      that cannot start fails the test with the daemon's error;
-#   3. `make lab`, then from inside each client: the leased address, the
-#      route through the tunnel, ping to the internet host, a 10 MiB HTTP
-#      download checked against /file.bin.sha256;
+#      the host's firewall to us: --iptables=false --ip-forward=false
+#      --bridge=none (the lab needs no NAT from Docker: its NAT is 4over6d's,
+#      inside the server container); an engine that cannot start fails the
+#      test with the daemon's error. Then it opens the host for the length
+#      of the test (forwarding on, FORWARD policy ACCEPT), the worst case for
+#      the lab's isolation;
+#   3. `make lab` (tunnel port published on FOUR6_PORT, default here
+#      127.0.0.1:15678), then from inside each client: the leased address,
+#      the route through the tunnel, no IPv4 way around it, no way to the
+#      admin endpoint (through the tunnel or over v6net), ping to the
+#      internet host and the server's TUN address, a 10 MiB HTTP download
+#      checked against /file.bin.sha256; a 100 from the host through the
+#      published tunnel port gets a 101;
 #   4. restarts the server container, then kills the server's process: both
 #      clients must come back by themselves; kills a client's process: Docker
 #      must restart it and it must lease the same IPv4 address again;
@@ -22,10 +28,19 @@
 # Prints PASS/FAIL lines and ends with "N passed, M failed"; exits 1 if any
 # check failed. Logs: /tmp/4over6d-lab-test/ (removed when all passed).
 set -uo pipefail
+# Run as root; from another user, through sudo when there is one.
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then exec sudo "$0" "$@"; fi
 cd "$(dirname "$0")/.." || exit 1
 
 LOGS=/tmp/4over6d-lab-test
 WEB=198.51.100.20
+# The server's admin endpoint inside the lab, and its TUN address.
+ADMIN=198.51.100.10:9604
+SERVER_TUN=192.0.2.1
+# The tunnel port is published on the host's loopback only here, on a port
+# unlikely to be taken, so that the test opens nothing to the network; a
+# FOUR6_PORT from the caller wins.
+export FOUR6_PORT=${FOUR6_PORT:-127.0.0.1:15678}
 CLIENTS=(client1 client2)
 # Bounds, in seconds: each wait, and BUDGET for everything before the
 # cleanup (at most about 2 minutes more), so the whole script stays
@@ -119,6 +134,20 @@ http_get() {
 	timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$2" "$0" >&3 && cat <&3' "$host" "$port" "$path" 2>/dev/null
 }
 
+# unreachable reports whether a client's HTTP GET of URL fails (the drop
+# of a SYN has no event to wait for: 4 s without an answer counts).
+unreachable() { ! timeout 8 docker exec "$1" timeout 4 wget -q -O /dev/null "$2" >/dev/null 2>&1; }
+# handshake sends a 100 (address request) to host:port from the host and
+# prints the type of the first frame that comes back (101 expected), using
+# bash's /dev/tcp.
+handshake() {
+	local out
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	out=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "\x05\x00\x00\x00\x64" >&3 && head -c 5 <&3 | od -An -tu1' "$1" "$2" 2>/dev/null)
+	out=${out%"${out##*[0-9]}"}
+	printf '%s\n' "${out##* }"
+}
+
 # --- host state: saved before dockerd starts, put back after it stopped ---
 
 SYSCTLS=(net/ipv4/ip_forward net/ipv6/conf/all/forwarding net/ipv6/conf/default/forwarding
@@ -207,6 +236,22 @@ check_host() {
 	fi
 }
 
+# open_host makes this host the worst case for the lab's isolation, for the
+# length of the test: it forwards IPv4 and IPv6 between all interfaces
+# (Docker's bridges included) and accepts everything in iptables' FORWARD
+# chain, as a host with forwarding on and no firewall does. The lab must
+# keep its clients off the IPv4 side by itself. restore_host puts back the
+# sysctls and rules saved before.
+open_host() {
+	echo 1 >/proc/sys/net/ipv4/ip_forward
+	echo 1 >/proc/sys/net/ipv6/conf/all/forwarding
+	if command -v iptables >/dev/null 2>&1; then
+		iptables -P FORWARD ACCEPT && ip6tables -P FORWARD ACCEPT ||
+			abort "failed to set the host's FORWARD policy to ACCEPT"
+	fi
+	echo "host opened for the test: ip_forward=1, IPv6 forwarding=1, FORWARD policy ACCEPT (restored at the end)"
+}
+
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -244,7 +289,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
@@ -302,7 +347,8 @@ else
 	fi
 	# setsid may have forked: the daemon's own pidfile names the process.
 	[[ -r /var/run/docker.pid ]] && DOCKERD_PID=$(cat /var/run/docker.pid)
-	echo "dockerd PID $DOCKERD_PID; with --ip-forward=false, Docker's warnings that IPv4 forwarding is disabled are expected: the lab's traffic stays on its bridges"
+	echo "dockerd PID $DOCKERD_PID"
+	open_host
 fi
 pass "Docker engine $(docker version -f '{{.Server.Version}}' 2>/dev/null) answers"
 
@@ -357,6 +403,24 @@ for c in "${CLIENTS[@]}"; do
 	else
 		pass "$c cannot reach $WEB outside the tunnel (ping -I eth0)"
 	fi
+	eth0=$(in_ctr "$id" ip -4 -o addr show dev eth0 2>&1)
+	if [[ -z $eth0 ]]; then
+		pass "$c: eth0 has no IPv4 address (the lab removes the one Docker gives it)"
+	else
+		fail "$c: eth0 still has IPv4: $eth0"
+	fi
+	if in_ctr "$id" ping -c 1 -W 2 "$SERVER_TUN" >/dev/null; then
+		pass "$c: ping to the server's TUN address $SERVER_TUN answers"
+	else
+		fail "$c: no answer to ping from the server's TUN address $SERVER_TUN"
+	fi
+	for url in "http://$SERVER_TUN:9604/healthz" "http://$ADMIN/healthz" "http://[2001:db8:10::10]:9604/healthz"; do
+		if unreachable "$id" "$url"; then
+			pass "$c cannot reach the admin endpoint at $url"
+		else
+			fail "$c reaches the admin endpoint at $url"
+		fi
+	done
 	if in_ctr "$id" ping -c 3 -W 2 "$WEB"; then
 		pass "$c: ping $WEB through the tunnel"
 	else
@@ -381,12 +445,30 @@ done
 
 step "server status"
 limit 20
-status=$(timeout "$T" ./deploy/docker/lab.sh compose exec -T server 4over6d status -admin 127.0.0.1:9604 2>&1)
+status=$(timeout "$T" ./deploy/docker/lab.sh compose exec -T server 4over6d status -admin "$ADMIN" 2>&1)
 printf '%s\n' "$status"
 if [[ $status == *"sessions: ${#CLIENTS[@]}"* ]]; then
 	pass "4over6d status in the server container lists ${#CLIENTS[@]} sessions"
 else
 	fail "4over6d status does not list ${#CLIENTS[@]} sessions"
+fi
+
+step "the tunnel port, published on the host"
+port=$(docker port "$server" 5678/tcp 2>/dev/null)
+want=$FOUR6_PORT
+[[ $want == *:* ]] || want=0.0.0.0:$want
+if [[ $port == *"$want"* ]]; then
+	pass "tunnel port published as FOUR6_PORT says ($port)"
+else
+	fail "tunnel port published as '${port//$'\n'/ }', FOUR6_PORT=$FOUR6_PORT"
+fi
+addr=${want%:*} p=${want##*:}
+[[ $addr == 0.0.0.0 ]] && addr=127.0.0.1
+got=$(handshake "$addr" "$p")
+if [[ $got == 101 ]]; then
+	pass "a client on the host gets a 101 through the published port $addr:$p"
+else
+	fail "a 100 sent to the published port $addr:$p got '${got:-nothing}', want a 101"
 fi
 
 # --- 4. supervision ---
