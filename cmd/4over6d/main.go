@@ -127,7 +127,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	defer func() { stopAdmin(); waitAdmin() }()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
-		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn))
+		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn), slog.String("dns", fmt.Sprint(o.dns)))
 	if failure := waitReloading(ctx, o, srv, log); failure != nil {
 		log.Error("the server gave up; removing NAT table and TUN device and exiting", slog.Any("err", failure), slog.Int("exit_code", exitGaveUp))
 		if err := closeWithin(srv, shutdownDeadline); err != nil {
