@@ -352,18 +352,30 @@ func (s *Session) toClient(b *messages.ToClient) {
 	if s.state != stateAssigned {
 		// The Router learns an address before its session does; the 101
 		// must still be the first frame the client sees.
-		s.cfg.Metrics.Drop(DropNotAssigned, n)
-		s.stats.Drops.Add(uint64(n))
-		b.Release()
+		s.dropBatch(DropNotAssigned, b)
 		return
 	}
+	s.offerData(b, n, bytes)
+}
+
+// offerData queues a batch (of n packets, bytes long, measured before the
+// call since b is the writer's once offered) for the client, or drops it
+// as queue_full; it reports whether it was queued.
+func (s *Session) offerData(b *messages.ToClient, n, bytes int) bool {
 	if s.closed || !s.out.offer(b) {
-		s.cfg.Metrics.Drop(DropQueueFull, n)
-		s.stats.Drops.Add(uint64(n))
-		b.Release()
-		return
+		s.dropBatch(DropQueueFull, b)
+		return false
 	}
 	s.stats.countOut(n, bytes)
+	return true
+}
+
+// dropBatch counts and releases a batch meant for the client.
+func (s *Session) dropBatch(r DropReason, b *messages.ToClient) {
+	n := len(b.Packets)
+	s.cfg.Metrics.Drop(r, n)
+	s.stats.Drops.Add(uint64(n))
+	b.Release()
 }
 
 func (s *Session) onConnClosed(ctx actor.Context, m *connClosed) {

@@ -98,15 +98,10 @@ func (s *Session) flushICMP() {
 		return
 	}
 	s.icmpOut = nil
-	n, bytes := len(b.Packets), b.Bytes() // b is the writer's once offered
-	if s.closed || !s.out.offer(b) {
-		s.cfg.Metrics.Drop(DropQueueFull, n)
-		s.stats.Drops.Add(uint64(n))
-		b.Release()
-		return
+	n := len(b.Packets)
+	if s.offerData(b, n, b.Bytes()) {
+		s.cfg.Metrics.ICMPSent(ICMPFragNeeded, n)
 	}
-	s.stats.countOut(n, bytes)
-	s.cfg.Metrics.ICMPSent(ICMPFragNeeded, n)
 }
 
 // fragment forwards a packet above the MTU without DF as fragments that

@@ -32,15 +32,7 @@ func clampedMSS(mtu int) uint16 { return uint16(mtu - ipv4TCPHeaders) }
 // the server's, or an internet host behind a 1500-byte link, announces an
 // MSS whose full-sized segments the server's TUN drops.
 func addForwardChain(conn *nftables.Conn, table *nftables.Table, tun string, mss uint16) {
-	accept := nftables.ChainPolicyAccept
-	chain := conn.AddChain(&nftables.Chain{
-		Name:     "forward",
-		Table:    table,
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookForward,
-		Priority: nftables.ChainPriorityFilter,
-		Policy:   &accept,
-	})
+	chain := addFilterChain(conn, table, "forward", nftables.ChainHookForward)
 	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
 		conn.AddRule(&nftables.Rule{
 			Table: table,
@@ -48,6 +40,20 @@ func addForwardChain(conn *nftables.Conn, table *nftables.Table, tun string, mss
 			Exprs: append(matchInterface(key, expr.CmpOpEq, tun), clampMSS(mss)...),
 		})
 	}
+}
+
+// addFilterChain adds a base chain of filter type and priority with policy
+// accept: the table only ever adds rules to what the host decides.
+func addFilterChain(conn *nftables.Conn, table *nftables.Table, name string, hook *nftables.ChainHook) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return conn.AddChain(&nftables.Chain{
+		Name:     name,
+		Table:    table,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  hook,
+		Priority: nftables.ChainPriorityFilter,
+		Policy:   &accept,
+	})
 }
 
 // clampMSS is `tcp flags syn tcp option maxseg size > MSS tcp option
@@ -78,15 +84,7 @@ func clampMSS(mss uint16) []expr.Any {
 // too), and a client fails at once instead of retrying its SYN for
 // minutes. The TUN carries IPv4 only, so an ip-family chain covers it.
 func addInputChain(conn *nftables.Conn, table *nftables.Table, tun string, port uint16) {
-	accept := nftables.ChainPolicyAccept
-	chain := conn.AddChain(&nftables.Chain{
-		Name:     "input",
-		Table:    table,
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookInput,
-		Priority: nftables.ChainPriorityFilter,
-		Policy:   &accept,
-	})
+	chain := addFilterChain(conn, table, "input", nftables.ChainHookInput)
 	exprs := append(matchInterface(expr.MetaKeyIIFNAME, expr.CmpOpEq, tun), matchTCP()...)
 	exprs = append(exprs,
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDstPortOffset, Len: 2},

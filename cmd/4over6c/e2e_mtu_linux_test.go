@@ -86,16 +86,7 @@ func TestE2EServerMTUBelowClientMTU(t *testing.T) {
 	})
 
 	t.Run("TCP moves 20 MiB each way", func(t *testing.T) {
-		var ln net.Listener
-		if err := tp.inet.Do(func() (err error) {
-			ln, err = net.Listen("tcp4", netip.AddrPortFrom(inetV4, 0).String())
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		srv := serveConns(ln, handleTransfer)
-		t.Cleanup(srv.close)
-		to := ln.Addr().(*net.TCPAddr).AddrPort()
+		to := transferServer(t, tp)
 		start := time.Now()
 		var wg sync.WaitGroup
 		errs := make(chan error, 2)

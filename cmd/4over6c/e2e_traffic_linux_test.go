@@ -220,7 +220,9 @@ func checkOffloadMetrics(t *testing.T, metrics string, offload bool) {
 	}
 }
 
-func twoClientsTransfer(t *testing.T, tp *topology, clientFlags []string) {
+// transferServer serves handleTransfer on the internet host until the test
+// ends and returns its address.
+func transferServer(t *testing.T, tp *topology) netip.AddrPort {
 	var ln net.Listener
 	if err := tp.inet.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", netip.AddrPortFrom(inetV4, 0).String())
@@ -230,7 +232,11 @@ func twoClientsTransfer(t *testing.T, tp *topology, clientFlags []string) {
 	}
 	srv := serveConns(ln, handleTransfer)
 	t.Cleanup(srv.close)
-	to := ln.Addr().(*net.TCPAddr).AddrPort()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func twoClientsTransfer(t *testing.T, tp *topology, clientFlags []string) {
+	to := transferServer(t, tp)
 
 	seen := map[netip.Addr]bool{}
 	for i, ns := range tp.clients {
