@@ -23,11 +23,13 @@ const (
 	DropTUNWrite                         // the device refused the packet
 	DropClientToClient                   // to the pool while client-to-client traffic is off
 	DropNotAssigned                      // TUN packet for a session that has not sent its 101 yet
+	DropRateLimit                        // towards a client beyond its -rate-limit bucket
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write", "client_to_client", "not_assigned",
+	"rate_limit",
 }
 
 // String is the metric label for the reason.
@@ -74,11 +76,13 @@ type RefuseReason int
 // Refusal reasons.
 const (
 	RefuseSessionLimit RefuseReason = iota // -max-sessions reached
-	RefusePerSource                        // -max-per-source reached for that IPv6 address
+	RefusePerSource                        // -max-per-source reached for that source (-source-prefix)
+	RefuseNotAllowed                       // the client's address is outside -allow
+	RefuseBanned                           // the source was banned by a kick with ?ban=
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit"}
+var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit", "not_allowed", "banned"}
 
 // String is the metric label for the reason.
 func (r RefuseReason) String() string { return refuseNames[r] }
@@ -99,12 +103,14 @@ const (
 	CloseLeaseDenied                         // no address for this client
 	ClosePanic                               // the session actor or its reader panicked
 	CloseFrameStalled                        // a frame did not complete within -timeout
+	CloseKicked                              // an operator closed it (DELETE /api/v1/sessions/ADDR)
 	numCloseReasons
 )
 
 var closeNames = [numCloseReasons]string{
 	"stopped", "client_closed", "timeout", "handshake_timeout", "framing_lost",
 	"truncated", "read_error", "write_error", "lease_denied", "panic", "frame_stalled",
+	"kicked",
 }
 
 // String is the metric label for the reason.

@@ -26,6 +26,9 @@ type LeaseRequest struct {
 // Router, so packets for Addr reach the session from now on.
 type LeaseGranted struct {
 	Addr netip.Addr
+	// Rate is the client's rate limit in bit/s from its static
+	// reservation; 0 means the server's -rate-limit.
+	Rate uint64
 }
 
 // LeaseDenied answers a LeaseRequest that cannot be served; the session
@@ -61,6 +64,19 @@ type LiveSessions struct {
 	Sessions     []*actor.PID
 	Reservations []Reservation
 }
+
+// Static is an operator's fixed address for one client IPv6 address (the
+// console's "reservation"): the pool never leases Addr to anyone else, and
+// gives it to Client whenever Client connects. Not to be confused with
+// Reservation, the pool's short-lived promise to a client that just left.
+type Static struct {
+	Client netip.Addr
+	Addr   netip.Addr
+	// Rate overrides the server's -rate-limit for this client, in bit/s;
+	// 0 means no override.
+	Rate uint64
+}
+
 
 // Reservation keeps an address for the client IPv6 address that held it,
 // until Until.
