@@ -212,7 +212,11 @@ func (c *client) session(ctx context.Context, server netip.AddrPort) sessionResu
 		slog.String("addr", lease.Addr.String()), slog.String("route", lease.Route.String()), slog.Any("dns", lease.DNS),
 		slog.String("tun", dev.Name()))
 	t := newTunnel(c.cfg, conn, dec, dev, c.log)
-	res.err, res.stats = t.run(ctx), &t.stats
+	// The watch's cancel closes conn through the AfterFunc above, and a
+	// pump can fail on that and cancel the tunnel with its I/O error
+	// before the lost path reaches the tunnel's context: the path is the
+	// reason either way.
+	res.err, res.stats = pathLostOr(ctx, t.run(ctx)), &t.stats
 	if errors.Is(res.err, errDevice) {
 		c.host.Discard()
 	}
