@@ -46,7 +46,7 @@ type Config struct {
 	// HandshakeTimeout bounds the time from accept to the first 100.
 	HandshakeTimeout time.Duration
 	// Grace is how long a released address stays reserved for the same
-	// client IPv6 address.
+	// client source (its IPv6 address, or its prefix: SourcePrefix).
 	Grace time.Duration
 	// MaxSessions caps concurrent sessions; 0 means the pool size limits.
 	MaxSessions int

@@ -60,7 +60,11 @@ func TestKickClosesThatSessionOnly(t *testing.T) {
 	if res.Client.String() != victim.conn.LocalAddr().String() || !res.BannedUntil.IsZero() {
 		t.Fatalf("Kick = %+v, want client %v and no ban", res, victim.conn.LocalAddr())
 	}
-	// Kick answers after the session ended: it is gone from the list.
+	// Kick answers after the session ended: its end is counted and it
+	// is gone from the list.
+	if n := h.srv.Metrics().ClosedBy(CloseKicked); n != 1 {
+		t.Fatalf("sessions closed as kicked when Kick returned = %d, want 1", n)
+	}
 	sessions, err := h.srv.Sessions()
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +103,65 @@ func TestKickClosesThatSessionOnly(t *testing.T) {
 	}
 }
 
+// Kick returns only once the session has ended, so a caller that lists
+// the sessions next (the console) never sees the kicked one. Repeated for
+// several sessions: an answer sent before the end would lose the race to
+// the check at least once.
+func TestKickAnswersAfterTheSessionEnded(t *testing.T) {
+	h := newHarness(t)
+	const n = 8
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = h.connect()
+	}
+	for i, c := range clients {
+		if _, err := h.srv.Kick(c.addr, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.srv.Metrics().ClosedBy(CloseKicked); got != uint64(i+1) {
+			t.Fatalf("kick %d returned with %d sessions counted as kicked", i+1, got)
+		}
+		sessions, err := h.srv.Sessions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sessions) != n-i-1 {
+			t.Fatalf("kick %d returned with %d sessions listed, want %d", i+1, len(sessions), n-i-1)
+		}
+	}
+}
+
+// Two kicks of one session at once: one closes it, the other finds
+// nobody; neither is left without an answer.
+func TestConcurrentKicksOfOneSession(t *testing.T) {
+	h := newHarness(t)
+	c := h.connect()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := h.srv.Kick(c.addr, 0)
+			errs <- err
+		}()
+	}
+	var ok, none int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrNoSession):
+			none++
+		default:
+			t.Fatalf("Kick: %v", err)
+		}
+	}
+	if ok != 1 || none != 1 {
+		t.Fatalf("%d kicks succeeded and %d found nobody, want 1 and 1", ok, none)
+	}
+	if n := h.srv.Metrics().ClosedBy(CloseKicked); n != 1 {
+		t.Fatalf("sessions closed as kicked = %d, want 1", n)
+	}
+}
+
 // A kick with a ban refuses new connections from the client's source
 // (here ::1, the only one a loopback harness has) until the ban ends;
 // sessions that exist stay. The clock is the test's.
@@ -122,7 +185,7 @@ func TestKickWithBanRefusesSourceUntilItEnds(t *testing.T) {
 	clock.advance(59 * time.Second)
 	h.dial().expectRefused()
 	// A second kick with a shorter ban does not shorten the first.
-	if res, err := h.srv.Kick(other.addr, time.Second); err != nil || !res.BannedUntil.Equal(t0.Add(time.Minute)) {
+	if res, err := h.srv.Kick(other.addr, 100*time.Millisecond); err != nil || !res.BannedUntil.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("second kick = %+v, %v; want the ban kept until %v", res, err, t0.Add(time.Minute))
 	}
 	clock.advance(time.Second)

@@ -91,7 +91,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.DurationVar(&o.heartbeat, "heartbeat", actors.DefaultHeartbeat, "interval of heartbeats (104) to each client")
 	fs.DurationVar(&o.timeout, "timeout", actors.DefaultTimeout, "silence after which a client is dropped")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", actors.DefaultHandshakeTimeout, "time a new connection has to send its address request (100)")
-	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client IPv6 address")
+	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client source (its IPv6 address, see -source-prefix)")
 	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum concurrent sessions (0: only the pool size limits)")
 	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one source, see -source-prefix (0: no limit)")
 	fs.IntVar(&o.sourcePrefix, "source-prefix", actors.DefaultSourcePrefix, "leading bits of a client's IPv6 address that make one source for -max-per-source, bans and address stickiness (1-128; 64 when facing the internet: one host can use any address of its /64)")
