@@ -10,8 +10,9 @@ import (
 // allocator is the address pool's bookkeeping, kept free of actors so it
 // can be table-tested. Owners are opaque strings (session PID ids).
 //
-// Reuse policy: a released address is reserved for the client IPv6 address
-// that held it until the grace period ends, so a reconnecting client gets
+// Reuse policy: a released address is reserved for the client's source
+// (its IPv6 address, or its /N under -source-prefix N; see sourceOf) that
+// held it until the grace period ends, so a reconnecting client gets
 // its old address back; other clients get unreserved addresses first, and
 // a reserved one only when nothing else is free (serving a new client
 // beats keeping a promise to one that may never return).
@@ -23,7 +24,10 @@ type allocator struct {
 	byAddr      map[netip.Addr]string
 	byOwner     map[string]netip.Addr
 	reserved    map[netip.Addr]reservation
-	byClient    map[netip.Addr]netip.Addr // client IPv6 -> reserved IPv4
+	byClient    map[netip.Addr]netip.Addr // client source (see key) -> reserved IPv4
+	// sourceBits is -source-prefix: clients with the same first bits share
+	// a grace reservation (0 means 128, one per address).
+	sourceBits int
 }
 
 type reservation struct {
@@ -64,7 +68,7 @@ func (a *allocator) allocate(owner string, client netip.Addr, now time.Time) (ne
 	if addr, ok := a.byOwner[owner]; ok {
 		return addr, true
 	}
-	if addr, ok := a.byClient[client]; ok && a.isFree(addr) {
+	if addr, ok := a.byClient[a.key(client)]; ok && a.isFree(addr) {
 		a.take(owner, addr)
 		return addr, true
 	}
@@ -105,11 +109,11 @@ func (a *allocator) release(owner string, client netip.Addr, now time.Time) (net
 	delete(a.byOwner, owner)
 	delete(a.byAddr, addr)
 	if client.IsValid() && a.grace > 0 {
-		if old, ok := a.byClient[client]; ok {
+		if old, ok := a.byClient[a.key(client)]; ok {
 			delete(a.reserved, old)
 		}
 		a.reserved[addr] = reservation{client: client, until: now.Add(a.grace)}
-		a.byClient[client] = addr
+		a.byClient[a.key(client)] = addr
 	}
 	return addr, true
 }
@@ -118,8 +122,20 @@ func (a *allocator) take(owner string, addr netip.Addr) {
 	a.byAddr[addr] = owner
 	a.byOwner[owner] = addr
 	if r, ok := a.reserved[addr]; ok {
-		delete(a.reserved, addr)
-		delete(a.byClient, r.client)
+		a.unreserve(addr, r)
+	}
+}
+
+// key is the client's source, which grace reservations are kept for.
+func (a *allocator) key(client netip.Addr) netip.Addr {
+	return sourceOf(client, a.sourceBits).Addr()
+}
+
+// unreserve drops the reservation r of addr and its index entry.
+func (a *allocator) unreserve(addr netip.Addr, r reservation) {
+	delete(a.reserved, addr)
+	if k := a.key(r.client); a.byClient[k] == addr {
+		delete(a.byClient, k)
 	}
 }
 
@@ -131,8 +147,7 @@ func (a *allocator) isFree(addr netip.Addr) bool {
 func (a *allocator) isReserved(addr netip.Addr, now time.Time) bool {
 	r, ok := a.reserved[addr]
 	if ok && !now.Before(r.until) {
-		delete(a.reserved, addr)
-		delete(a.byClient, r.client)
+		a.unreserve(addr, r)
 		return false
 	}
 	return ok
@@ -171,14 +186,14 @@ func (a *allocator) reserve(r messages.Reservation) {
 	if !a.inRange(r.Addr) || !a.isFree(r.Addr) {
 		return
 	}
-	if old, ok := a.byClient[r.Client]; ok {
+	if old, ok := a.byClient[a.key(r.Client)]; ok {
 		delete(a.reserved, old)
 	}
 	if prev, ok := a.reserved[r.Addr]; ok {
-		delete(a.byClient, prev.client)
+		a.unreserve(r.Addr, prev)
 	}
 	a.reserved[r.Addr] = reservation{client: r.Client, until: r.Until}
-	a.byClient[r.Client] = r.Addr
+	a.byClient[a.key(r.Client)] = r.Addr
 }
 
 // reservations lists the unexpired reservations.

@@ -46,14 +46,24 @@ type Config struct {
 	// HandshakeTimeout bounds the time from accept to the first 100.
 	HandshakeTimeout time.Duration
 	// Grace is how long a released address stays reserved for the same
-	// client IPv6 address.
+	// client source (its IPv6 address, or its prefix: SourcePrefix).
 	Grace time.Duration
 	// MaxSessions caps concurrent sessions; 0 means the pool size limits.
 	MaxSessions int
-	// MaxPerSource caps concurrent connections from one IPv6 address, so
-	// one host cannot take the whole pool or flood the accept path; 0
-	// means no limit.
+	// MaxPerSource caps concurrent connections from one source (see
+	// SourcePrefix), so one host cannot take the whole pool or flood the
+	// accept path; 0 means no limit.
 	MaxPerSource int
+	// Allow lists the prefixes whose clients may connect; a connection
+	// from elsewhere is closed before it becomes a session. Empty allows
+	// everyone. IPv4 clients of a dual-stack listener match IPv4 prefixes
+	// (IPv4-mapped ones are normalized to those).
+	Allow []netip.Prefix
+	// SourcePrefix is how many leading bits of a client's IPv6 address
+	// make one source, for MaxPerSource, bans and grace stickiness: 128
+	// (also for 0) is one address, 64 a whole /64, which is what one host
+	// on the internet can use (see docs/security.md).
+	SourcePrefix int
 	// IsolateClients drops client packets addressed to the pool (other
 	// clients and the server's TUN address). The zero value allows them,
 	// as the lab expects.
@@ -64,6 +74,8 @@ type Config struct {
 	QueuePackets int
 	Logger       *slog.Logger
 	Metrics      *Metrics
+	// now is the Supervisor's clock for bans; tests set a fake one.
+	now func() time.Time
 }
 
 // withDefaults fills zero fields, so tests and the binary share defaults.
@@ -92,6 +104,13 @@ func (c Config) withDefaults() Config {
 	if c.Metrics == nil {
 		c.Metrics = &Metrics{}
 	}
+	c.Allow = normalizeAllow(c.Allow)
+	if c.SourcePrefix == 0 {
+		c.SourcePrefix = DefaultSourcePrefix
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
 	return c
 }
 
@@ -105,6 +124,13 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: pool %v is not an IPv4 prefix", c.Pool)
 	case c.Pool.Bits() > 30:
 		return fmt.Errorf("config: pool %v has no room for clients (need /30 or larger)", c.Pool)
+	case c.SourcePrefix < 1 || c.SourcePrefix > 128:
+		return fmt.Errorf("config: source prefix /%d out of range 1-128", c.SourcePrefix)
+	}
+	for _, p := range c.Allow {
+		if !p.IsValid() {
+			return fmt.Errorf("config: allow prefix %v is not valid", p)
+		}
 	}
 	for i, d := range c.DNS {
 		if !d.Is4() {

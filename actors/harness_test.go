@@ -60,6 +60,10 @@ func newHarness(t *testing.T, tweak ...func(*Config)) *harness {
 	if d, ok := cfg.Device.(*tuntest.Device); ok {
 		dev = d // a tweak chose another fake (another MTU)
 	}
+	if cfg.Listener != ln {
+		_ = ln.Close() // a tweak listens elsewhere (in a namespace)
+		ln = cfg.Listener
+	}
 	srv, err := Start(cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -100,6 +104,11 @@ func (h *harness) dial() *client {
 	if err != nil {
 		h.t.Fatalf("dial: %v", err)
 	}
+	return h.adopt(conn)
+}
+
+// adopt makes a client of a connection the test dialed.
+func (h *harness) adopt(conn net.Conn) *client {
 	c := &client{t: h.t, conn: conn, frames: make(chan wire.Frame, 1024), done: make(chan error, 1)}
 	stopped := make(chan struct{})
 	go c.read(stopped)

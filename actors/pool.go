@@ -56,10 +56,12 @@ func (*saveLeasesTick) IgnoreDeadLetterLogging()  {}
 func newAddressPool(cfg *shared) actor.Producer {
 	var incarnations atomic.Uint64
 	return func() actor.Actor {
+		alloc := newAllocator(cfg.Pool, cfg.Grace)
+		alloc.sourceBits = cfg.SourcePrefix
 		return &AddressPool{
 			cfg:         cfg,
 			incarnation: incarnations.Add(1),
-			alloc:       newAllocator(cfg.Pool, cfg.Grace),
+			alloc:       alloc,
 			leases:      make(map[string]messages.Lease),
 			awaiting:    make(map[string]bool),
 		}

@@ -160,6 +160,8 @@ func (s *Session) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		s.io.Wait()
 		s.logEnd()
+	case *messages.Kick:
+		s.stop(ctx, CloseKicked) // the Supervisor logged the kick; logEnd says the reason
 	case *messages.InjectPanic:
 		panic("injected fault in session: " + m.Reason)
 	}

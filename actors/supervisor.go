@@ -68,7 +68,11 @@ func (c *shared) reportFailure(err error) {
 type Supervisor struct {
 	cfg       *shared
 	sessions  map[string]*sessionEntry
-	perSource map[netip.Addr]int
+	perSource map[netip.Prefix]int // by sourceOf
+	bans      *banList
+	// refuseLog rate-limits the refusal lines per reason: a flood from
+	// outside -allow must not flood the log.
+	refuseLog [numRefuseReasons]logLimit
 	reply     messages.ReplySettings // current route and DNS for 101
 	accept    *acceptor              // nil until started and after the stop
 	stopping  bool
@@ -81,8 +85,12 @@ type Supervisor struct {
 }
 
 type sessionEntry struct {
-	pid   *actor.PID
-	stats *SessionStats
+	pid    *actor.PID
+	stats  *SessionStats
+	source netip.Prefix
+	// kicked is the answer owed to a Kick, sent when the session has
+	// ended; nil unless it was kicked.
+	kicked *kickPending
 }
 
 // statusQuery asks for a snapshot of every session.
@@ -90,7 +98,7 @@ type statusQuery struct{}
 
 func newSupervisor(cfg *shared) actor.Producer {
 	return func() actor.Actor {
-		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Addr]int),
+		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Prefix]int), bans: newBanList(maxBans),
 			reply: messages.ReplySettings{Route: cfg.Route, DNS: cfg.DNS}, reservations: cfg.reservations,
 			lastFailure: make(map[ActorKind]string)}
 	}
@@ -111,6 +119,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.reservations = m.Reservations
 	case *statusQuery:
 		ctx.Respond(s.status())
+	case *kickRequest:
+		s.kick(ctx, m)
 	case *messages.ReplySettings:
 		s.reply = *m
 		for _, e := range s.sessions {
@@ -157,6 +167,10 @@ func (s *Supervisor) start(ctx actor.Context) {
 		}
 	}
 	s.accept = startAcceptor(s.cfg.Listener, s.cfg.Logger, ctx.ActorSystem(), ctx.Self())
+	if len(s.cfg.Allow) > 0 || s.cfg.SourcePrefix != DefaultSourcePrefix {
+		s.cfg.Logger.Info("access policy", slog.String("allow", fmt.Sprint(s.cfg.Allow)), slog.Int("source_prefix", s.cfg.SourcePrefix),
+			slog.Int("max_per_source", s.cfg.MaxPerSource))
+	}
 }
 
 // stopAccepting ends the accept goroutine and closes every connection it
@@ -170,31 +184,62 @@ func (s *Supervisor) stopAccepting() {
 
 func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
 	client := remoteAddrPort(conn)
-	if reason, refused := s.refusal(client.Addr()); refused {
-		s.cfg.Metrics.Refuse(reason)
-		s.cfg.Logger.Warn("refusing connection", slog.String("client", client.String()), slog.String("reason", reason.String()),
-			slog.Int("max_sessions", s.cfg.MaxSessions), slog.Int("max_per_source", s.cfg.MaxPerSource))
-		_ = conn.Close()
+	src := sourceOf(client.Addr(), s.cfg.SourcePrefix)
+	if reason, refused := s.refusal(client.Addr(), src); refused {
+		s.refuse(conn, client, src, reason)
 		return
 	}
 	stats := newSessionStats(client, time.Now())
 	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats, s.reply)))
-	s.sessions[pid.Id] = &sessionEntry{pid: pid, stats: stats}
-	s.perSource[client.Addr()]++
+	s.sessions[pid.Id] = &sessionEntry{pid: pid, stats: stats, source: src}
+	s.perSource[src]++
 	s.cfg.Metrics.SessionsOpened.Add(1)
 	s.cfg.Metrics.SessionsActive.Add(1)
 }
 
-// refusal applies the connection limits before a session is spawned, so a
-// flood costs an accept and a close, nothing more.
-func (s *Supervisor) refusal(src netip.Addr) (RefuseReason, bool) {
+// refusal applies the access policy and the connection limits before a
+// session is spawned, so a flood costs an accept and a close, nothing
+// more: first -allow, then bans, then the limits.
+func (s *Supervisor) refusal(client netip.Addr, src netip.Prefix) (RefuseReason, bool) {
 	switch {
+	case !allowedBy(s.cfg.Allow, client):
+		return RefuseNotAllowed, true
+	case s.isBanned(src):
+		return RefuseBanned, true
 	case s.cfg.MaxSessions > 0 && len(s.sessions) >= s.cfg.MaxSessions:
 		return RefuseSessionLimit, true
 	case s.cfg.MaxPerSource > 0 && s.perSource[src] >= s.cfg.MaxPerSource:
 		return RefusePerSource, true
 	}
 	return 0, false
+}
+
+func (s *Supervisor) isBanned(src netip.Prefix) bool {
+	_, banned := s.bans.banned(src, s.cfg.now())
+	return banned
+}
+
+// refuse closes a connection the policy turned away, counts it and logs
+// it, at most once a second per reason (with the count held back).
+func (s *Supervisor) refuse(conn net.Conn, client netip.AddrPort, src netip.Prefix, reason RefuseReason) {
+	_ = conn.Close()
+	s.cfg.Metrics.Refuse(reason)
+	suppressed, ok := s.refuseLog[reason].allow()
+	if !ok {
+		return
+	}
+	attrs := []any{slog.String("client", client.String()), slog.String("source", src.String()), slog.String("reason", reason.String()),
+		slog.Int("suppressed_before", suppressed)}
+	switch reason {
+	case RefuseSessionLimit:
+		attrs = append(attrs, slog.Int("max_sessions", s.cfg.MaxSessions))
+	case RefusePerSource:
+		attrs = append(attrs, slog.Int("max_per_source", s.cfg.MaxPerSource), slog.Int("source_prefix", s.cfg.SourcePrefix))
+	case RefuseBanned:
+		until, _ := s.bans.banned(src, s.cfg.now())
+		attrs = append(attrs, slog.Time("banned_until", until))
+	}
+	s.cfg.Logger.Warn("refusing connection", attrs...)
 }
 
 func remoteAddrPort(c net.Conn) netip.AddrPort {
@@ -208,13 +253,16 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 func (s *Supervisor) onTerminated(ctx actor.Context, who *actor.PID) {
 	if e, ok := s.sessions[who.Id]; ok {
 		delete(s.sessions, who.Id)
-		if src := e.stats.Client.Addr(); s.perSource[src] <= 1 {
-			delete(s.perSource, src)
+		if s.perSource[e.source] <= 1 {
+			delete(s.perSource, e.source)
 		} else {
-			s.perSource[src]--
+			s.perSource[e.source]--
 		}
 		s.cfg.Metrics.SessionsClosed.Add(1)
 		s.cfg.Metrics.SessionsActive.Add(-1)
+		if e.kicked != nil && e.kicked.reply != nil {
+			ctx.Send(e.kicked.reply, e.kicked.answer)
+		}
 		return
 	}
 	if kind, ok := s.serviceKind(who); ok && !s.stopping {

@@ -77,7 +77,6 @@ type Static struct {
 	Rate uint64
 }
 
-
 // Reservation keeps an address for the client IPv6 address that held it,
 // until Until.
 type Reservation struct {
@@ -161,6 +160,11 @@ type Routes struct {
 type InjectPanic struct {
 	Reason string
 }
+
+// Kick tells a session that an operator closed it (Server.Kick): it
+// closes its connection with the reason kicked, and its address goes back
+// to the pool like after any end.
+type Kick struct{}
 
 // ReplySettings are the non-address fields of the 101 reply. The
 // Supervisor sends them to every session when the operator reloads the

@@ -50,6 +50,8 @@ type options struct {
 	grace            time.Duration
 	maxSessions      int
 	maxPerSource     int
+	allow            []netip.Prefix // empty: everyone may connect
+	sourcePrefix     int
 	clientToClient   bool
 	debugFaults      bool
 	pprof            bool
@@ -76,6 +78,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	var (
 		o                               options
 		pool, dns, route, level, format string
+		allow                           string
 	)
 	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
 	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz), or off")
@@ -88,9 +91,11 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.DurationVar(&o.heartbeat, "heartbeat", actors.DefaultHeartbeat, "interval of heartbeats (104) to each client")
 	fs.DurationVar(&o.timeout, "timeout", actors.DefaultTimeout, "silence after which a client is dropped")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", actors.DefaultHandshakeTimeout, "time a new connection has to send its address request (100)")
-	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client IPv6 address")
+	fs.DurationVar(&o.grace, "grace", actors.DefaultGrace, "how long a released address stays reserved for the same client source (its IPv6 address, see -source-prefix)")
 	fs.IntVar(&o.maxSessions, "max-sessions", 0, "maximum concurrent sessions (0: only the pool size limits)")
-	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one IPv6 address (0: no limit)")
+	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one source, see -source-prefix (0: no limit)")
+	fs.IntVar(&o.sourcePrefix, "source-prefix", actors.DefaultSourcePrefix, "leading bits of a client's IPv6 address that make one source for -max-per-source, bans and address stickiness (1-128; 64 when facing the internet: one host can use any address of its /64)")
+	fs.StringVar(&allow, "allow", "", "comma-separated IPv6 prefixes (or addresses) whose clients may connect; others are closed before 101 (default: everyone)")
 	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
@@ -113,6 +118,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 			return err
 		},
 		func() error { return parseIPv4("-route", route, &o.route) },
+		func() (err error) { o.allow, err = parseAllow(allow); return err },
 		func() error { return parseAdminPort(o.admin, &o.adminPort) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
@@ -154,6 +160,30 @@ func parseAdminPort(admin string, out *uint16) error {
 	}
 	*out = uint16(n)
 	return nil
+}
+
+// parseAllow takes the -allow list: prefixes, or bare addresses meaning
+// just that address. IPv6 is what clients speak; an IPv4 prefix matches
+// IPv4 clients of a dual-stack -listen (whose addresses are unmapped
+// first). An empty list allows everyone.
+func parseAllow(list string) ([]netip.Prefix, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("-allow %q is not a prefix like 2001:db8:1::/64", f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func parseIPv4(flagName, s string, out *netip.Addr) error {
@@ -260,6 +290,8 @@ func (o *options) validate() error {
 		return errors.New("-max-sessions must not be negative")
 	case o.maxPerSource < 0:
 		return errors.New("-max-per-source must not be negative")
+	case o.sourcePrefix < 1 || o.sourcePrefix > 128:
+		return fmt.Errorf("-source-prefix %d out of range 1-128", o.sourcePrefix)
 	case o.debugFaults && !loopbackAdmin(o.admin):
 		return fmt.Errorf("-debug-faults needs -admin on a loopback address, not %q: it lets anyone who reaches it crash actors", o.admin)
 	case o.queue < 1:

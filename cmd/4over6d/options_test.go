@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -171,6 +172,55 @@ func TestDNSSkipsResolversClientsCannotUse(t *testing.T) {
 				if !strings.Contains(note, w) {
 					t.Fatalf("note %q does not mention %q", note, w)
 				}
+			}
+		})
+	}
+}
+
+// TestPolicyFlags checks -allow and -source-prefix: what they parse to,
+// their defaults and the values refused.
+func TestPolicyFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		allow   string // fmt of the parsed list
+		prefix  int
+		wantErr string
+	}{
+		{"defaults", nil, "[]", 128, ""},
+		{"one prefix", []string{"-allow", "2001:db8:1::/64"}, "[2001:db8:1::/64]", 128, ""},
+		{"list with spaces, masked", []string{"-allow", "2001:db8:1::5/64, 2001:db8:2::/48"}, "[2001:db8:1::/64 2001:db8:2::/48]", 128, ""},
+		{"bare address", []string{"-allow", "2001:db8:1::11"}, "[2001:db8:1::11/128]", 128, ""},
+		{"IPv4 for dual-stack clients", []string{"-allow", "203.0.113.0/24"}, "[203.0.113.0/24]", 128, ""},
+		{"empty is everyone", []string{"-allow", ""}, "[]", 128, ""},
+		{"source /64", []string{"-source-prefix", "64"}, "[]", 64, ""},
+		{"source /1", []string{"-source-prefix", "1"}, "[]", 1, ""},
+		{"not a prefix", []string{"-allow", "2001:db8:1::/64,nope"}, "", 0, "-allow"},
+		{"empty item", []string{"-allow", "2001:db8:1::/64,"}, "", 0, "-allow"},
+		{"bits too long", []string{"-allow", "2001:db8::/129"}, "", 0, "-allow"},
+		{"zone", []string{"-allow", "fe80::1%eth0"}, "", 0, "-allow"},
+		{"source 0", []string{"-source-prefix", "0"}, "", 0, "-source-prefix"},
+		{"source 129", []string{"-source-prefix", "129"}, "", 0, "-source-prefix"},
+		{"source negative", []string{"-source-prefix", "-64"}, "", 0, "-source-prefix"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args, io.Discard, filepath.Join(t.TempDir(), "missing"))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parseOptions(%q) = %v, want an error naming %s", tc.args, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseOptions(%q): %v", tc.args, err)
+			}
+			if got := fmt.Sprint(o.allow); got != tc.allow || o.sourcePrefix != tc.prefix {
+				t.Fatalf("allow %s, source prefix %d; want %s, %d", got, o.sourcePrefix, tc.allow, tc.prefix)
+			}
+			cfg := engineConfig(o, nil, nil, nil)
+			if fmt.Sprint(cfg.Allow) != tc.allow || cfg.SourcePrefix != tc.prefix {
+				t.Fatalf("engine config allow %v, source prefix %d: not passed on", cfg.Allow, cfg.SourcePrefix)
 			}
 		})
 	}
