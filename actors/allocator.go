@@ -16,6 +16,10 @@ import (
 // its old address back; other clients get unreserved addresses first, and
 // a reserved one only when nothing else is free (serving a new client
 // beats keeping a promise to one that may never return).
+//
+// Static reservations (allocator_static.go) come before all of that: a
+// client with one gets its address whenever it is free, and nobody else
+// ever gets it.
 type allocator struct {
 	first, last netip.Addr // leasable range, inclusive
 	size        int
@@ -28,6 +32,7 @@ type allocator struct {
 	// sourceBits is -source-prefix: clients with the same first bits share
 	// a grace reservation (0 means 128, one per address).
 	sourceBits int
+	static     staticTable
 }
 
 type reservation struct {
@@ -62,21 +67,25 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// allocate gives owner an address: the one it already has, else the one
-// reserved for client, else a free one. ok is false when the pool is full.
+// allocate gives owner an address: the one it already has, else client's
+// static one, else the one reserved for client, else a free one that is
+// nobody's static address. ok is false when the pool is full.
 func (a *allocator) allocate(owner string, client netip.Addr, now time.Time) (netip.Addr, bool) {
 	if addr, ok := a.byOwner[owner]; ok {
 		return addr, true
 	}
-	if addr, ok := a.byClient[a.key(client)]; ok && a.isFree(addr) {
+	if addr, ok := a.allocateStatic(owner, client); ok {
+		return addr, true
+	}
+	if addr, ok := a.byClient[a.key(client)]; ok && a.isFree(addr) && !a.staticBlocks(addr, client) {
 		a.take(owner, addr)
 		return addr, true
 	}
-	if addr, ok := a.scan(func(x netip.Addr) bool { return a.isFree(x) && !a.isReserved(x, now) }); ok {
+	if addr, ok := a.scan(func(x netip.Addr) bool { return a.leasable(x) && !a.isReserved(x, now) }); ok {
 		a.take(owner, addr)
 		return addr, true
 	}
-	if addr, ok := a.scan(a.isFree); ok {
+	if addr, ok := a.scan(a.leasable); ok {
 		a.take(owner, addr)
 		return addr, true
 	}

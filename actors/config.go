@@ -70,6 +70,12 @@ type Config struct {
 	IsolateClients bool
 	// LeaseFile, if set, keeps leases across restarts (see leasefile.go).
 	LeaseFile string
+	// ReservationsFile, if set, holds the static reservations (see
+	// reservations.go): read at Start (a bad file fails Start), rewritten
+	// after every Reserve and Unreserve, read again by
+	// ReloadReservations. Without it, reservations made with Reserve
+	// live in memory only and end with the process.
+	ReservationsFile string
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger

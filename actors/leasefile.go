@@ -84,25 +84,33 @@ func saveLeaseFile(path string, recs []leaseRecord, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("failed to encode leases: %w", err)
 	}
+	return writeFileAtomic(path, append(data, '\n'), "lease file")
+}
+
+// writeFileAtomic replaces path with data so that a reader (or a crash at
+// any moment) sees either the old file or the new one, never a mix: a
+// temporary file in the same directory, fsync, rename, fsync of the
+// directory. what names the file in errors.
+func writeFileAtomic(path string, data []byte, what string) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("failed to create temporary lease file: %w", err)
+		return fmt.Errorf("failed to create temporary %s: %w", what, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("failed to write lease file: %w", err)
+		return fmt.Errorf("failed to write %s: %w", what, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("failed to sync lease file: %w", err)
+		return fmt.Errorf("failed to sync %s: %w", what, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("failed to close lease file: %w", err)
+		return fmt.Errorf("failed to close %s: %w", what, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("failed to replace lease file: %w", err)
+		return fmt.Errorf("failed to replace %s: %w", what, err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()

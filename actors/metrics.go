@@ -202,6 +202,12 @@ type Metrics struct {
 	// were split; FragmentsCreated counts the fragments written instead.
 	Fragmented       atomic.Uint64
 	FragmentsCreated atomic.Uint64
+
+	// PoolReserved is the number of static reservations (leased or
+	// not); ReservationsRejected counts those refused by Reserve or
+	// skipped by a reload of the reservations file.
+	PoolReserved         atomic.Int64
+	ReservationsRejected atomic.Uint64
 }
 
 // Closed counts one session that ended for reason r.

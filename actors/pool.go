@@ -36,6 +36,7 @@ type AddressPool struct {
 	timer       *time.Timer
 	dirty       bool // leases changed since the lease file was written
 	saveTimer   *time.Timer
+	statics     staticsState // see pool_static.go
 }
 
 type pendingLease struct {
@@ -73,6 +74,7 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.cfg.Metrics.PoolSize.Store(int64(p.alloc.size))
+		p.startStaticsWriter(ctx)
 		p.startRecovery(ctx)
 	case *messages.LiveSessions:
 		p.expectClaims(ctx, m)
@@ -89,6 +91,10 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 			return
 		}
 		p.grant(ctx, m, ctx.Sender())
+	case *staticsQuery, *poolStatsQuery, *reserveRequest, *unreserveRequest, *staticsReload:
+		p.onConsole(ctx, m, ctx.Sender())
+	case *staticsSaved:
+		p.onStaticsSaved(ctx, m)
 	case *actor.Terminated:
 		p.onTerminated(ctx, m.Who)
 	case *messages.RouteSync:
@@ -103,17 +109,18 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 		p.saveTimer = nil
 		p.saveLeases()
 	case *actor.Restarting:
-		p.stop()
-		ctx.Send(ctx.Parent(), &messages.PoolHandover{Reservations: p.reservations()})
+		p.stop(ctx)
+		ctx.Send(ctx.Parent(), &messages.PoolHandover{Reservations: p.reservations(), Statics: p.alloc.statics(), Seeded: p.statics.seeded})
 	case *actor.Stopping:
-		p.stop()
+		p.stop(ctx)
 	}
 }
 
-func (p *AddressPool) stop() {
+func (p *AddressPool) stop(ctx actor.Context) {
 	p.stopTimer()
 	stopTimer(p.saveTimer)
 	p.saveLeases()
+	p.stopStaticsWriter(ctx)
 }
 
 func (p *AddressPool) reservations() []messages.Reservation {
@@ -134,9 +141,7 @@ func (p *AddressPool) stopTimer() {
 }
 
 func (p *AddressPool) expectClaims(ctx actor.Context, live *messages.LiveSessions) {
-	for _, r := range live.Reservations {
-		p.alloc.reserve(r)
-	}
+	p.seed(ctx, live)
 	for _, s := range live.Sessions {
 		if _, known := p.leases[s.Id]; !known {
 			p.awaiting[s.Id] = true
@@ -172,6 +177,7 @@ func (p *AddressPool) finishRecovery(ctx actor.Context) {
 	if p.dirty {
 		p.markDirty(ctx) // claims made while recovering were not saved
 	}
+	p.flushConsole(ctx) // before the leases: a reservation made meanwhile wins
 	queued := p.pending
 	p.pending = nil
 	for _, q := range queued {
@@ -190,7 +196,7 @@ func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *
 	if _, known := p.leases[m.Session.Id]; !known {
 		p.record(ctx, m.Session, m.Client, addr, m.Inbox)
 	}
-	ctx.Send(reply, &messages.LeaseGranted{Addr: addr})
+	ctx.Send(reply, &messages.LeaseGranted{Addr: addr, Rate: p.staticRate(m.Client.Addr())})
 }
 
 // record stores a lease, watches its session and tells the Router before

@@ -14,6 +14,7 @@ type Collector struct {
 	refused, closedBy, setup, frames      *prometheus.Desc
 	icmpSent, icmpLimited                 *prometheus.Desc
 	fragmented, fragments                 *prometheus.Desc
+	poolReserved, reservationsRejected    *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -42,6 +43,9 @@ func NewCollector(m *Metrics) *Collector {
 		icmpLimited:   d("icmp_rate_limited_total", "ICMP errors not sent because the session's rate limit was reached, by type.", "type"),
 		fragmented:    d("fragmented_packets_total", "Client packets above the TUN MTU without DF, fragmented to fit it."),
 		fragments:     d("fragments_created_total", "Fragments written to the TUN in place of those packets."),
+		poolReserved:  d("pool_reserved", "Addresses set aside by static reservations (leased to their client or not)."),
+		reservationsRejected: d("reservations_rejected_total",
+			"Static reservations refused (invalid or conflicting) or skipped by a reload of the reservations file."),
 	}
 }
 
@@ -49,7 +53,7 @@ func NewCollector(m *Metrics) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
 		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames,
-		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments} {
+		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments, c.poolReserved, c.reservationsRejected} {
 		ch <- d
 	}
 }
@@ -99,4 +103,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.fragmented, m.Fragmented.Load())
 	counter(c.fragments, m.FragmentsCreated.Load())
+	gauge(c.poolReserved, float64(m.PoolReserved.Load()))
+	counter(c.reservationsRejected, m.ReservationsRejected.Load())
 }

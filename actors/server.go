@@ -41,6 +41,12 @@ func Start(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("failed to start server: %w", err)
 	}
+	// Before anything else: a bad reservations file must stop the start
+	// before the lease file is touched.
+	statics, err := loadStatics(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("failed to start server: %w", err)
+	}
 	sys := actor.NewActorSystem(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 			return slog.New(floorHandler{Handler: cfg.Logger.Handler(), floor: slog.LevelWarn}).With("component", "protoactor")
@@ -48,6 +54,7 @@ func Start(cfg Config) (*Server, error) {
 	)
 	sh := newShared(cfg, sys, rootName)
 	sh.reservations = loadReservations(cfg)
+	sh.statics = statics
 	props := actor.PropsFromProducer(newSupervisor(sh), actor.WithGuardian(&rootGuardian{cfg: sh}))
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {

@@ -32,6 +32,7 @@ type shared struct {
 	pool, router, tun  *actor.PID
 	supervisorRestarts actor.SupervisorStrategy
 	reservations       []messages.Reservation // from the lease file at start
+	statics            []messages.Static      // from the reservations file at start
 	recoveryWait       time.Duration          // see defaultRecoveryWait
 	// failed carries the reason the server gave up to its owner (Server);
 	// it has room for one, and only the first failure is sent.
@@ -79,6 +80,9 @@ type Supervisor struct {
 	// reservations are given to every pool incarnation: the lease file's
 	// at first, then the ones a failing pool handed over.
 	reservations []messages.Reservation
+	// statics are the operator's reservations, passed on the same way:
+	// the reservations file's at first, then a failing pool's.
+	statics []messages.Static
 	// lastFailure is the latest panic of a service actor, for the log
 	// line when the Supervisor gives up on it.
 	lastFailure map[ActorKind]string
@@ -100,7 +104,7 @@ func newSupervisor(cfg *shared) actor.Producer {
 	return func() actor.Actor {
 		return &Supervisor{cfg: cfg, sessions: make(map[string]*sessionEntry), perSource: make(map[netip.Prefix]int), bans: newBanList(maxBans),
 			reply: messages.ReplySettings{Route: cfg.Route, DNS: cfg.DNS}, reservations: cfg.reservations,
-			lastFailure: make(map[ActorKind]string)}
+			statics: cfg.statics, lastFailure: make(map[ActorKind]string)}
 	}
 }
 
@@ -116,7 +120,9 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.PoolStarted:
 		s.answerPool(ctx)
 	case *messages.PoolHandover:
-		s.reservations = m.Reservations
+		if m.Seeded {
+			s.reservations, s.statics = m.Reservations, m.Statics
+		}
 	case *statusQuery:
 		ctx.Respond(s.status())
 	case *kickRequest:
@@ -285,7 +291,7 @@ func (s *Supervisor) giveUp(ctx actor.Context, err *GaveUpError) {
 // answerPool tells a (re)started pool which sessions are alive and asks
 // each of them to restate its lease to it.
 func (s *Supervisor) answerPool(ctx actor.Context) {
-	live := &messages.LiveSessions{Sessions: make([]*actor.PID, 0, len(s.sessions)), Reservations: s.reservations}
+	live := &messages.LiveSessions{Sessions: make([]*actor.PID, 0, len(s.sessions)), Reservations: s.reservations, Statics: s.statics}
 	reclaim := &messages.ReclaimLease{Pool: s.cfg.pool}
 	for _, e := range s.sessions {
 		live.Sessions = append(live.Sessions, e.pid)

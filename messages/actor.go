@@ -58,11 +58,13 @@ type PoolStarted struct{}
 
 // LiveSessions answers PoolStarted: every session the Supervisor has, each
 // of which has been asked to reclaim its lease, and the grace reservations
-// the pool is to start from: the lease file's at start, and after a crash
-// the ones the previous incarnation handed over.
+// and static reservations the pool is to start from: the lease file's and
+// the reservations file's at start, and after a crash the ones the
+// previous incarnation handed over.
 type LiveSessions struct {
 	Sessions     []*actor.PID
 	Reservations []Reservation
+	Statics      []Static
 }
 
 // Static is an operator's fixed address for one client IPv6 address (the
@@ -90,6 +92,13 @@ type Reservation struct {
 // restate (their clients are gone) and which would otherwise be lost.
 type PoolHandover struct {
 	Reservations []Reservation
+	// Statics are the operator's reservations, which may have changed
+	// since the start (Reserve, Unreserve, reload).
+	Statics []Static
+	// Seeded is false when the failing incarnation had not yet been
+	// given LiveSessions: its lists are empty because it never knew
+	// them, and the Supervisor keeps the ones it has.
+	Seeded bool
 }
 
 // HealthCheck asks a service actor to answer Healthy; one that does not

@@ -158,8 +158,8 @@ func closeWithin(srv *actors.Server, d time.Duration) error {
 
 // waitReloading blocks until ctx ends or the server gives up (its reason
 // is returned), applying SIGHUP meanwhile: the DNS list is read again (from
-// /etc/resolv.conf unless -dns was given) and new 101 replies use it; no
-// session is dropped.
+// /etc/resolv.conf unless -dns was given) and new 101 replies use it, and
+// the -reservations file is read again; no session is dropped.
 func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -171,6 +171,9 @@ func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slo
 		case err := <-srv.Failed():
 			return err
 		case <-hup:
+			if err := srv.ReloadReservations(); err != nil {
+				log.Error("SIGHUP: "+err.Error(), slog.String("file", o.reservations))
+			}
 			var dns [3]netip.Addr
 			note, err := parseDNS(o.dnsFlag, o.resolv, &dns)
 			if err != nil {
@@ -192,7 +195,7 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
 		Grace: o.grace, MaxSessions: o.maxSessions, MaxPerSource: o.maxPerSource, IsolateClients: !o.clientToClient,
 		Allow: o.allow, SourcePrefix: o.sourcePrefix,
-		QueuePackets: o.queue, LeaseFile: o.leaseFile, Logger: log,
+		QueuePackets: o.queue, LeaseFile: o.leaseFile, ReservationsFile: o.reservations, Logger: log,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -58,6 +59,7 @@ type options struct {
 	offload          bool
 	queue            int
 	leaseFile        string
+	reservations     string   // -reservations FILE: static addresses per client; off when empty
 	dnsFlag          string   // -dns as given; empty means "from resolv.conf", re-read on SIGHUP
 	resolv           []string // where the default DNS list comes from
 	dnsNote          string   // why the default DNS list is not simply resolv.conf's, for a warning
@@ -99,6 +101,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
+	fs.StringVar(&o.reservations, "reservations", "", "static addresses (a fixed IPv4 address per client IPv6 address) in this JSON file: read at start, rewritten on every change, reloaded on SIGHUP (off when empty: reservations made at run time live in memory only)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin endpoint")
 	fs.BoolVar(&o.offload, "offload", true, "use TUN checksum and TCP segmentation offload (64 KiB reads and writes); off: one packet per system call")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
@@ -298,6 +301,8 @@ func (o *options) validate() error {
 		return errors.New("-queue must be at least 1")
 	case o.nat == "":
 		return errors.New("-nat must be auto, off or an interface name")
+	case o.reservations != "" && o.leaseFile != "" && filepath.Clean(o.reservations) == filepath.Clean(o.leaseFile):
+		return fmt.Errorf("-reservations and -lease-file must be different files, not both %q", o.reservations)
 	}
 	return nil
 }

@@ -225,3 +225,39 @@ func TestPolicyFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestReservationsFlag(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "reservations.json")
+	tests := []struct {
+		name    string
+		args    []string
+		want    string // o.reservations; "" with wantErr
+		wantErr bool
+	}{
+		{"off by default", nil, "", false},
+		{"a file", []string{"-reservations", file}, file, false},
+		{"beside a lease file", []string{"-reservations", file, "-lease-file", filepath.Join(dir, "leases.json")}, file, false},
+		{"the lease file itself", []string{"-reservations", file, "-lease-file", dir + "/./reservations.json"}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args, io.Discard, filepath.Join(dir, "missing"))
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "-reservations") {
+					t.Fatalf("err = %v, want one naming -reservations", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.reservations != tc.want {
+				t.Fatalf("reservations = %q, want %q", o.reservations, tc.want)
+			}
+			if got := engineConfig(o, nil, nil, nil).ReservationsFile; got != tc.want {
+				t.Fatalf("engine config has ReservationsFile %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
