@@ -117,6 +117,34 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// waitLine waits (up to e2eWait) until one line of the log holds every
+// one of subs: a count in /metrics can be seen before the line that the
+// same event logs.
+func (s *syncBuffer) waitLine(t *testing.T, subs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(e2eWait)
+	for {
+		for _, line := range strings.Split(s.String(), "\n") {
+			if containsAll(line, subs) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q:\n%s", subs, s.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
 func (tp *topology) startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
 	return tp.startServerArgs(t, append([]string{"-dns", e2eDNS}, extra...))

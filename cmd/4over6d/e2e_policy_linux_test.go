@@ -99,9 +99,7 @@ func TestAllowAdmitsOnlyListedPrefixes(t *testing.T) {
 	}
 	tp.dialFrom(t, cliV6b).expectRefused()
 	tp.awaitMetrics(t, refusedMetric("not_allowed", 1), "fourover6d_sessions 2")
-	if logs := s.logs.String(); !strings.Contains(logs, "refusing connection") || !strings.Contains(logs, "reason=not_allowed") {
-		t.Fatalf("refusal not logged:\n%s", logs)
-	}
+	s.logs.waitLine(t, "refusing connection", "reason=not_allowed")
 }
 
 // Without -allow the client refused above is served.

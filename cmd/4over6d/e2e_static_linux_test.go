@@ -130,13 +130,7 @@ func TestSIGHUPReloadsReservations(t *testing.T) {
 	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(e2eWait)
-	for !strings.Contains(s.logs.String(), "reservations reloaded") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload logged:\n%s", s.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.logs.waitLine(t, "reservations reloaded")
 	logs := s.logs.String()
 	for _, want := range []string{"reservations=1 removed=1 skipped=2", "server's own address", "is leased now to"} {
 		if !strings.Contains(logs, want) {
