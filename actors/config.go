@@ -60,6 +60,10 @@ type Config struct {
 	IsolateClients bool
 	// LeaseFile, if set, keeps leases across restarts (see leasefile.go).
 	LeaseFile string
+	// RateLimit caps each session's throughput each way, in bit/s of IPv4
+	// packets (0: no limit): the uplink is paced, the downlink policed
+	// (bucket.go). A client's reservation with a rate overrides it.
+	RateLimit uint64
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger
@@ -105,6 +109,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: pool %v is not an IPv4 prefix", c.Pool)
 	case c.Pool.Bits() > 30:
 		return fmt.Errorf("config: pool %v has no room for clients (need /30 or larger)", c.Pool)
+	}
+	if c.RateLimit > MaxRate {
+		return fmt.Errorf("config: rate limit %d bit/s is above the largest supported, %s", c.RateLimit, FormatRate(MaxRate))
 	}
 	for i, d := range c.DNS {
 		if !d.Is4() {
