@@ -191,7 +191,7 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 		Listener: ln, Device: dev, Pool: o.pool, Route: o.route, DNS: o.dns,
 		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
 		Grace: o.grace, MaxSessions: o.maxSessions, MaxPerSource: o.maxPerSource, IsolateClients: !o.clientToClient,
-		QueuePackets: o.queue, LeaseFile: o.leaseFile, Logger: log,
+		QueuePackets: o.queue, LeaseFile: o.leaseFile, RateLimit: o.rateLimit, Logger: log,
 	}
 }
 
