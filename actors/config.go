@@ -110,9 +110,6 @@ func (c Config) validate() error {
 	case c.Pool.Bits() > 30:
 		return fmt.Errorf("config: pool %v has no room for clients (need /30 or larger)", c.Pool)
 	}
-	if c.RateLimit > MaxRate {
-		return fmt.Errorf("config: rate limit %d bit/s is above the largest supported, %s", c.RateLimit, FormatRate(MaxRate))
-	}
 	for i, d := range c.DNS {
 		if !d.Is4() {
 			return fmt.Errorf("config: DNS server %d (%v) is not an IPv4 address", i+1, d)

@@ -42,6 +42,35 @@ func totalDrops(m *Metrics) uint64 {
 	return n
 }
 
+// awaitAccounted reads the client's 103s, passing each to the check funcs,
+// until they and the drops (of any reason) add up to n packets, and
+// returns how many arrived. The drop counters can lag the last frame
+// or lead it, so it polls both.
+func awaitAccounted(t *testing.T, c *client, m *Metrics, n uint64, check ...func(payload []byte)) uint64 {
+	t.Helper()
+	var packets uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for packets+totalDrops(m) < n {
+		f, err := c.tryNext(20 * time.Millisecond)
+		switch {
+		case errors.Is(err, errNoFrame):
+			if time.Now().After(deadline) {
+				t.Fatalf("%d packets reached the client and %d were dropped, of %d", packets, totalDrops(m), n)
+			}
+			continue
+		case err != nil:
+			t.Fatalf("client: %v", err)
+		case f.Type != wire.TypeDataReply:
+			continue
+		}
+		packets++
+		for _, fn := range check {
+			fn(f.Payload)
+		}
+	}
+	return packets
+}
+
 // The uplink is paced, never policed: a client sending 2.6 times the
 // bucket's depth at once gets every packet to the TUN, in order, and never
 // faster than the bucket allows.
@@ -126,28 +155,14 @@ func TestDownlinkIsPoliced(t *testing.T) {
 		}
 	}()
 	m := h.srv.Metrics()
-	got, packets := 0.0, uint64(0)
-	deadline := time.Now().Add(10 * time.Second)
-	for packets+totalDrops(m) < n {
-		f, err := c.tryNext(50 * time.Millisecond)
-		switch {
-		case errors.Is(err, errNoFrame):
-			if time.Now().After(deadline) {
-				t.Fatalf("%d packets reached the client and %d were dropped, of %d", packets, totalDrops(m), n)
-			}
-			continue
-		case err != nil:
-			t.Fatalf("client: %v", err)
-		case f.Type != wire.TypeDataReply:
-			continue
-		}
-		packets++
-		got += float64(len(f.Payload))
+	got := 0.0
+	packets := awaitAccounted(t, c, m, n, func(payload []byte) {
+		got += float64(len(payload))
 		if bound := rateBound(t0); got > bound {
 			t.Fatalf("%.0f bytes reached the client %v after the burst began; a %s bucket allows %.0f",
 				got, time.Since(t0), FormatRate(testRate), bound)
 		}
-	}
+	})
 	limited := m.Drops(DropRateLimit)
 	if limited == 0 || packets == 0 || limited != totalDrops(m) {
 		t.Fatalf("%d packets delivered, %d dropped as rate_limit, %d in all; want both rate_limit and delivered packets",
@@ -194,11 +209,7 @@ func TestLeaseRateOverridesTheDefault(t *testing.T) {
 				}
 				r.toClient(pkts...)
 			}
-			delivered := 0
-			for uint64(delivered)+r.cfg.Metrics.Drops(DropRateLimit) < batches*20 {
-				r.c.nextData(wait)
-				delivered++
-			}
+			delivered := awaitAccounted(t, r.c, r.cfg.Metrics, batches*20)
 			if limited := r.cfg.Metrics.Drops(DropRateLimit); (limited > 0) != tc.policed || delivered == 0 {
 				t.Fatalf("%d delivered, %d dropped as rate_limit; want policed %v", delivered, limited, tc.policed)
 			}
