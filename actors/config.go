@@ -76,6 +76,10 @@ type Config struct {
 	// ReloadReservations. Without it, reservations made with Reserve
 	// live in memory only and end with the process.
 	ReservationsFile string
+	// RateLimit caps each session's throughput each way, in bit/s of IPv4
+	// packets (0: no limit): the uplink is paced, the downlink policed
+	// (bucket.go). A client's reservation with a rate overrides it.
+	RateLimit uint64
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger

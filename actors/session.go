@@ -15,7 +15,8 @@ package actors
 // And of the TUN-to-client path: *messages.ToClient batches from the Router
 // go into the bounded data lane of the writer goroutine, which frames them
 // as 103 and coalesces them into few writes; batches for a session that
-// has not been assigned yet are dropped (not_assigned).
+// has not been assigned yet are dropped (not_assigned), and packets beyond
+// the session's rate limit are dropped (rate_limit; see bucket.go).
 //
 // State: connected -> (100) requesting -> (lease) assigned. A 101 is the
 // first frame a client ever receives; heartbeats (104) start with it. Both
@@ -26,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -82,6 +84,13 @@ type Session struct {
 	icmpOut           *messages.ToClient // errors built for the batch at hand
 	reason            CloseReason
 	ended             bool // reason is set
+
+	// upRate is the uplink rate limit in bit/s (0: none), which the
+	// reader paces by; down polices the downlink. Both are set from
+	// -rate-limit at start and from the lease's override when granted
+	// (session_rate.go).
+	upRate atomic.Uint64
+	down   tokenBucket
 
 	heartbeat, silence, leaseWait *time.Timer
 }
@@ -140,7 +149,7 @@ func (s *Session) Receive(ctx actor.Context) {
 			s.requestLease(ctx)
 		}
 	case *messages.LeaseGranted:
-		s.onGranted(ctx, m.Addr)
+		s.onGranted(ctx, m)
 	case *messages.LeaseDenied:
 		s.cfg.Logger.Warn("lease denied; closing session", slog.String("client", s.client.String()), slog.String("reason", m.Reason))
 		s.stop(ctx, CloseLeaseDenied)
@@ -173,9 +182,11 @@ func (s *Session) start(ctx actor.Context) {
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.inbox = messages.NewBudget(inboxBatches)
+	s.setRate(s.cfg.RateLimit)
 	s.io.Add(2)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self}
+	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self,
+		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
 	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
 	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
@@ -221,11 +232,15 @@ func (s *Session) requestLease(ctx actor.Context) {
 	}
 }
 
-func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
+func (s *Session) onGranted(ctx actor.Context, m *messages.LeaseGranted) {
 	if s.state == stateAssigned {
 		return
 	}
+	addr := m.Addr
 	s.state, s.addr = stateAssigned, addr
+	if m.Rate != 0 {
+		s.setRate(m.Rate) // the client's reservation overrides -rate-limit
+	}
 	s.stats.setAddr(addr)
 	stopTimer(s.leaseWait)
 	s.reply = s.replyFrame()
@@ -236,8 +251,11 @@ func (s *Session) onGranted(ctx actor.Context, addr netip.Addr) {
 	s.out.control(controlReply, s.reply)
 	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
 	s.silence.Reset(s.cfg.Timeout)
-	s.cfg.Logger.Info("session assigned", slog.String("client", s.client.String()), slog.String("addr", addr.String()),
-		slog.Duration("setup", setup))
+	attrs := []any{slog.String("client", s.client.String()), slog.String("addr", addr.String()), slog.Duration("setup", setup)}
+	if rate := s.upRate.Load(); rate != 0 {
+		attrs = append(attrs, slog.String("rate_limit", FormatRate(rate)))
+	}
+	s.cfg.Logger.Info("session assigned", attrs...)
 }
 
 func (s *Session) replyFrame() []byte {
@@ -357,7 +375,15 @@ func (s *Session) toClient(b *messages.ToClient) {
 		s.dropBatch(DropNotAssigned, b)
 		return
 	}
-	s.offerData(b, n, bytes)
+	if s.down.limited() {
+		if n, bytes = s.police(b); n == 0 {
+			b.Release()
+			return
+		}
+	}
+	if !s.offerData(b, n, bytes) {
+		s.down.refund(bytes) // not sent: the tokens stay for what comes next
+	}
 }
 
 // offerData queues a batch (of n packets, bytes long, measured before the

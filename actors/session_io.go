@@ -23,6 +23,8 @@ import (
 //   - 102 packets travel in batches, each holding a token of the session's
 //     budget (inflightBatches); with none left the reader stops reading and
 //     TCP slows the client down.
+//   - With a rate limit, a batch waits for its tokens before it is handed
+//     on (session_rate.go), and TCP slows the client down the same way.
 //   - Control frames (100, 104, 200, unknown types) become at most one
 //     message per kind in the actor's mailbox: while one of a kind is
 //     waiting, further frames of that kind are coalesced into it (they say
@@ -91,6 +93,7 @@ type clientReader struct {
 	self     *actor.PID
 	batch    *messages.FromClient
 	frames   frameCounts // counted here, added to m when the reader would block
+	pacer    uplinkPacer // the uplink rate limit (session_rate.go)
 }
 
 // readClient decodes frames until the connection ends. 102 packets are
@@ -162,7 +165,7 @@ func (r *clientReader) flush() bool {
 		return true
 	}
 	r.batch = nil
-	if !r.budget.Acquire(&b.Batch, r.done) {
+	if !r.pace(&b.Batch) || !r.budget.Acquire(&b.Batch, r.done) {
 		b.Release()
 		return false
 	}

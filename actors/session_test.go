@@ -46,12 +46,16 @@ type sessionRig struct {
 }
 
 // newSessionRig starts a Session on a pipe, with a pool that only records
-// the requests it gets.
-func newSessionRig(t *testing.T) *sessionRig {
+// the requests it gets; tweaks change its config first.
+func newSessionRig(t *testing.T, tweak ...func(*Config)) *sessionRig {
 	t.Helper()
 	sys := quietSystem()
 	r := &sessionRig{t: t, sys: sys, requests: make(chan *messages.LeaseRequest, 16), mailbox: &depthGauge{}}
-	r.cfg = newShared(Config{Pool: testPool, DNS: testDNS, Device: tuntest.New("rig0", 1500), Logger: slog.New(slog.DiscardHandler)}.withDefaults(), sys, "rig")
+	cfg := Config{Pool: testPool, DNS: testDNS, Device: tuntest.New("rig0", 1500), Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	r.cfg = newShared(cfg.withDefaults(), sys, "rig")
 	r.cfg.pool = sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if m, ok := ctx.Message().(*messages.LeaseRequest); ok {
 			r.requests <- m

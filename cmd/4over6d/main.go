@@ -195,7 +195,7 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
 		Grace: o.grace, MaxSessions: o.maxSessions, MaxPerSource: o.maxPerSource, IsolateClients: !o.clientToClient,
 		Allow: o.allow, SourcePrefix: o.sourcePrefix,
-		QueuePackets: o.queue, LeaseFile: o.leaseFile, ReservationsFile: o.reservations, Logger: log,
+		QueuePackets: o.queue, LeaseFile: o.leaseFile, ReservationsFile: o.reservations, RateLimit: o.rateLimit, Logger: log,
 	}
 }
 

@@ -53,6 +53,7 @@ type options struct {
 	maxPerSource     int
 	allow            []netip.Prefix // empty: everyone may connect
 	sourcePrefix     int
+	rateLimit        uint64 // bit/s per session and direction; 0: off
 	clientToClient   bool
 	debugFaults      bool
 	pprof            bool
@@ -78,9 +79,9 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs := flag.NewFlagSet("4over6d", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		o                               options
-		pool, dns, route, level, format string
-		allow                           string
+		o                                          options
+		pool, dns, route, level, format, rateLimit string
+		allow                                      string
 	)
 	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
 	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz), or off")
@@ -98,6 +99,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.IntVar(&o.maxPerSource, "max-per-source", actors.DefaultMaxPerSource, "maximum concurrent connections from one source, see -source-prefix (0: no limit)")
 	fs.IntVar(&o.sourcePrefix, "source-prefix", actors.DefaultSourcePrefix, "leading bits of a client's IPv6 address that make one source for -max-per-source, bans and address stickiness (1-128; 64 when facing the internet: one host can use any address of its /64)")
 	fs.StringVar(&allow, "allow", "", "comma-separated IPv6 prefixes (or addresses) whose clients may connect; others are closed before 101 (default: everyone)")
+	fs.StringVar(&rateLimit, "rate-limit", "0", "per-client rate limit each way, e.g. 8mbit or 500kbit (0: off): uploads are paced, downloads beyond it dropped; a reservation's rate overrides it")
 	fs.BoolVar(&o.clientToClient, "client-to-client", true, "let clients reach each other and the server's TUN address through the tunnel")
 	fs.BoolVar(&o.debugFaults, "debug-faults", false, "enable POST /debug/panic on the admin endpoint (fault-injection tests; loopback admin only)")
 	fs.StringVar(&o.leaseFile, "lease-file", "", "keep leases across restarts in this file (off when empty)")
@@ -122,6 +124,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 		},
 		func() error { return parseIPv4("-route", route, &o.route) },
 		func() (err error) { o.allow, err = parseAllow(allow); return err },
+		func() error { return parseRateLimit(rateLimit, &o.rateLimit) },
 		func() error { return parseAdminPort(o.admin, &o.adminPort) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
@@ -188,6 +191,25 @@ func parseAllow(list string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// parseRateLimit reads -rate-limit. A bare number is bit/s, so "8" means
+// 8 bit/s: almost certainly a missing unit. Below minRateLimit (1000 bytes
+// a second, less than one full-size packet) no client could do anything
+// useful, so such a value is refused rather than starving every session.
+func parseRateLimit(s string, out *uint64) error {
+	r, err := actors.ParseRate(s)
+	if err != nil {
+		return fmt.Errorf("-rate-limit: %w", err)
+	}
+	if r != 0 && r < minRateLimit {
+		return fmt.Errorf("-rate-limit %q is below %s: did you forget the unit (e.g. 8mbit)?", s, actors.FormatRate(minRateLimit))
+	}
+	*out = r
+	return nil
+}
+
+// minRateLimit is the lowest -rate-limit accepted (see parseRateLimit).
+const minRateLimit = 8_000
 
 func parseIPv4(flagName, s string, out *netip.Addr) error {
 	a, err := netip.ParseAddr(s)

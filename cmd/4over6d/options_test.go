@@ -36,6 +36,12 @@ func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
 		{[]string{"-admin", "127.0.0.1:0"}, "-admin"},
 		{[]string{"-admin", "127.0.0.1"}, "-admin"},
 		{[]string{"-admin", "127.0.0.1:nosuchservice"}, "-admin"},
+		{[]string{"-rate-limit", "fast"}, "-rate-limit"},
+		{[]string{"-rate-limit", "-8mbit"}, "-rate-limit"},
+		{[]string{"-rate-limit", ""}, "-rate-limit"},
+		{[]string{"-rate-limit", "8"}, "forget the unit"},
+		{[]string{"-rate-limit", "7999bit"}, "-rate-limit"},
+		{[]string{"-rate-limit", "2000gbit"}, "-rate-limit"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -58,7 +64,8 @@ func TestDefaults(t *testing.T) {
 		o.route != netip.IPv4Unspecified() || o.nat != "auto" || o.heartbeat != 20*time.Second ||
 		o.timeout != 60*time.Second || o.handshakeTimeout != 10*time.Second || o.maxSessions != 0 ||
 		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.log.JSON || o.maxPerSource != 16 ||
-		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 || !o.offload {
+		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 || !o.offload ||
+		o.rateLimit != 0 {
 		t.Fatalf("defaults = %+v", o)
 	}
 }
@@ -80,6 +87,30 @@ func TestAdminPort(t *testing.T) {
 			t.Errorf("parseOptions(%q): %v", tc.args, err)
 		} else if o.adminPort != tc.want {
 			t.Errorf("parseOptions(%q): admin port %d, want %d", tc.args, o.adminPort, tc.want)
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	tests := []struct {
+		value string
+		want  uint64
+	}{
+		{"0", 0},
+		{"8mbit", 8_000_000},
+		{"500kbit", 500_000},
+		{"8kbit", 8_000},
+		{"1.5gbit", 1_500_000_000},
+		{"2mbps", 16_000_000},
+	}
+	for _, tc := range tests {
+		o, err := parseOptions([]string{"-rate-limit", tc.value}, io.Discard, filepath.Join(t.TempDir(), "missing"))
+		if err != nil {
+			t.Errorf("-rate-limit %s: %v", tc.value, err)
+		} else if o.rateLimit != tc.want {
+			t.Errorf("-rate-limit %s: %d bit/s, want %d", tc.value, o.rateLimit, tc.want)
+		} else if cfg := engineConfig(o, nil, nil, nil); cfg.RateLimit != tc.want {
+			t.Errorf("-rate-limit %s: engine gets %d bit/s, want %d", tc.value, cfg.RateLimit, tc.want)
 		}
 	}
 }

@@ -15,14 +15,18 @@
 # address, and to the internet host), iperf3 TCP single stream upload and
 # download (each run --repeat times, median reported), 4 parallel streams (upload), UDP with 1400-byte datagrams at max
 # rate (received packets/s, loss), and the CPU seconds of the tunnel
-# processes per GB moved (utime+stime from /proc/PID/stat).
+# processes per GB moved (utime+stime from /proc/PID/stat). The 4over6-rate
+# case runs the tunnel with the server's -rate-limit at 8mbit and at
+# 100mbit, one TCP stream down and up once each, and reports what was
+# achieved as a ratio to the limit.
 #
 # usage: sudo scripts/bench/run.sh [--time N] [--smoke] [--cases LIST] [--no-doc] [--keep]
 #   --time N      seconds per iperf3 test (default 10)
 #   --repeat N    runs of the single-stream TCP tests, the median is reported (default 3)
 #   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number
-#   --cases LIST  comma list of carrier,4over6,4over6-plain,openvpn,wireguard (default all;
-#                 4over6-plain is the tunnel with -offload=false, the in-run baseline for offloads)
+#   --cases LIST  comma list of carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard (default all;
+#                 4over6-plain is the tunnel with -offload=false, the in-run baseline for offloads;
+#                 4over6-rate the tunnel with -rate-limit 8mbit and 100mbit)
 #   --no-doc      print the tables only; do not touch docs/performance.md or the PNG
 #   --keep        keep the work directory (logs, iperf3 JSON) for inspection
 #
@@ -38,7 +42,8 @@ T=10
 REPEAT=3
 PINGS=200
 SMOKE=
-CASES=carrier,4over6,4over6-plain,openvpn,wireguard
+CASES=carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard
+RATES=(8mbit 100mbit)
 DOC=1
 while (($#)); do
 	case $1 in
@@ -194,17 +199,38 @@ if has_case carrier; then
 	jq -r 'select(.case=="floor") | "   floor (2 process wake-ups) ping_server: p50 \(.p50_us) us, p99 \(.p99_us) us"' "$RES" >&2
 fi
 
-# run_4over6 CASE [FLAG...] measures 4over6d + 4over6c, both given FLAGs.
-run_4over6() {
-	local name=$1
-	shift
+# start_4over6 [FLAG...] starts 4over6d + 4over6c, both given FLAGs, the
+# server also SERVER_FLAGS, and waits for the tunnel.
+SERVER_FLAGS=()
+start_4over6() {
 	bench_start 4over6d "$NS_S" "$BIN/4over6d" -listen '[2001:db8:1::1]:5678' -pool 192.0.2.0/24 -tun b46tun \
-		-dns 198.51.100.53 -nat inet4 "$@"
+		-dns 198.51.100.53 -nat inet4 "${SERVER_FLAGS[@]}" "$@"
 	wait_for 10 grep -q "4over6d serving" "$BENCH_WORK/4over6d.log" || { cat "$BENCH_WORK/4over6d.log"; exit 1; }
 	bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun "$@"
 	wait_for 10 has_inet_addr "$NS_C" b46tun || { cat "$BENCH_WORK/4over6c.log"; exit 1; }
 	TUNNEL_PIDS=("$PID_4over6d" "$PID_4over6c")
+}
+
+# run_4over6 CASE [FLAG...] measures 4over6d + 4over6c, both given FLAGs.
+run_4over6() {
+	local name=$1
+	shift
+	start_4over6 "$@"
 	measure "$name" "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	bench_stop "$PID_4over6c" "$PID_4over6d"
+}
+
+# run_4over6_rate RATE measures one TCP stream down, then up, through a
+# server with -rate-limit RATE, as case 4over6-RATE. Down first: a paced
+# upload leaves data queued in the client's socket buffers for seconds,
+# which would hold back the download's ACKs; each rate gets fresh processes.
+run_4over6_rate() {
+	SERVER_FLAGS=(-rate-limit "$1")
+	start_4over6
+	SERVER_FLAGS=()
+	in_ns "$NS_C" ping -n -q -c 5 -i 0.05 -W 1 198.51.100.2 >/dev/null 2>&1 || true
+	iperf "4over6-$1" tcp_down "$NS_C" 198.51.100.2 -R
+	iperf "4over6-$1" tcp_up "$NS_C" 198.51.100.2
 	bench_stop "$PID_4over6c" "$PID_4over6d"
 }
 
@@ -216,6 +242,13 @@ fi
 if has_case 4over6-plain; then
 	say "4over6d + 4over6c without TUN offloads"
 	run_4over6 4over6-plain -offload=false
+fi
+
+if has_case 4over6-rate; then
+	for rate in "${RATES[@]}"; do
+		say "4over6d + 4over6c with -rate-limit $rate"
+		run_4over6_rate "$rate"
+	done
 fi
 
 if has_case openvpn; then

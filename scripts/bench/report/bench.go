@@ -74,12 +74,31 @@ var (
 	metricNames  = map[string]string{"tcp_up": "TCP 1 stream up", "tcp_down": "TCP 1 stream down", "tcp_p4": "TCP 4 streams up", "udp": "UDP 1400 B max rate"}
 	metricsOf    = map[string][]string{floor: {"ping_server"}, carrierV6: {"ping_server", "tcp_up", "tcp_down", "tcp_p4", "udp"}, carrierV4: {"ping_server", "tcp_up", "tcp_down", "tcp_p4", "udp"}}
 	tunnelMetric = []string{"ping_server", "ping_internet", "tcp_up", "tcp_down", "tcp_p4", "udp"}
+	// rateCases are the runs of case 4over6-rate: the tunnel with the
+	// server's -rate-limit, one TCP stream each way.
+	rateCases = []struct {
+		name, flag string
+		limitMbit  float64
+	}{{"4over6-8mbit", "8mbit", 8}, {"4over6-100mbit", "100mbit", 100}}
 )
+
+// metricsFor lists the metrics case c must have produced.
+func metricsFor(c string) []string {
+	if m := metricsOf[c]; m != nil {
+		return m
+	}
+	for _, r := range rateCases {
+		if r.name == c {
+			return []string{"tcp_up", "tcp_down"}
+		}
+	}
+	return tunnelMetric
+}
 
 func runBench(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	dir := fs.String("dir", "", "work directory of run.sh (results.jsonl, machine.json)")
-	casesFlag := fs.String("cases", "carrier,4over6,4over6-plain,openvpn,wireguard", "cases that were run")
+	casesFlag := fs.String("cases", "carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard", "cases that were run")
 	check := fs.Bool("check", false, "fail unless every case produced every number")
 	md := fs.String("md", "", "Markdown file whose bench section to rewrite")
 	png := fs.String("png", "", "PNG chart to draw with gnuplot")
@@ -96,11 +115,7 @@ func runBench(args []string, stdout io.Writer) error {
 	}
 	var missing []string
 	for _, c := range expandCases(*casesFlag) {
-		want := metricsOf[c]
-		if want == nil {
-			want = tunnelMetric
-		}
-		for _, metric := range want {
+		for _, metric := range metricsFor(c) {
 			r, ok := rs[c][metric]
 			if !ok || r.Error || (r.Mbit <= 0 && r.P50 <= 0) {
 				missing = append(missing, c+" "+metric)
@@ -137,6 +152,10 @@ func expandCases(list string) []string {
 	for _, c := range strings.Split(list, ",") {
 		if c == "carrier" {
 			out = append(out, carrierV6, carrierV4, floor)
+		} else if c == "4over6-rate" {
+			for _, r := range rateCases {
+				out = append(out, r.name)
+			}
 		} else if c != "" {
 			out = append(out, c)
 		}
@@ -259,6 +278,8 @@ func benchMarkdown(m machine, rs results, png, md string) string {
 	}
 	w("\nSingle-stream TCP cells are the median of the runs, with their range in brackets. The carrier rows are the ceiling: a tunnelled flow crosses both legs, so for throughput the slower leg counts; for RTT the IPv6 leg to the server is the like-for-like reference for a ping to the server's inner address (192.0.2.1). UDP loss is what the sender offered beyond what arrived; iperf3 with `-b 0` offers as much as the sending side can produce, so a high loss means the tunnel is the bottleneck.\n\n")
 
+	rateTable(w, rs)
+
 	w("Ratios (higher is better for throughput; for RTT the ratio of p50s, lower is better):\n\n")
 	w("| metric | 4over6 / carrier | 4over6 / OpenVPN | 4over6 / wireguard-go | 4over6 / 4over6 without offloads | OpenVPN / carrier | wireguard-go / carrier |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|\n")
@@ -304,6 +325,34 @@ func benchMarkdown(m machine, rs results, png, md string) string {
 		}
 	}
 	return b.String()
+}
+
+// rateTable reports the 4over6-rate runs, if any: the throughput achieved
+// through a server with -rate-limit, and its ratio to the limit.
+func rateTable(w func(string, ...any), rs results) {
+	var rows []string
+	for _, r := range rateCases {
+		if rs[r.name] == nil {
+			continue
+		}
+		cell := func(metric string) string {
+			m := rs.get(r.name, metric).Mbit
+			if m <= 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f (%.2f×)", m, m/r.limitMbit)
+		}
+		rows = append(rows, fmt.Sprintf("| `-rate-limit %s` | %s | %s |\n", r.flag, cell("tcp_up"), cell("tcp_down")))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("Rate limit: the same tunnel with the server's `-rate-limit`, one TCP stream each way, once; achieved Mbit/s and the ratio to the limit. Uploads are paced (the server reads no faster, so TCP slows the client down and nothing is dropped), downloads policed (packets beyond the bucket are dropped and TCP backs off, so they stay further below the limit). The bucket's burst (50 ms of the rate, at least 128 KiB) is in the numbers: over a short test it can lift the ratio a little above 1.\n\n")
+	w("| server flag | TCP 1 stream up, Mbit/s (× limit) | TCP 1 stream down |\n|---|---:|---:|\n")
+	for _, row := range rows {
+		w("%s", row)
+	}
+	w("\n")
 }
 
 // mbitCell is the median throughput, with the range when the test ran

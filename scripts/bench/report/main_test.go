@@ -127,3 +127,30 @@ func TestPerformanceDocHasEachSectionOnce(t *testing.T) {
 		}
 	}
 }
+
+// The 4over6-rate runs get their own table, as ratios to the limit, and
+// the smoke check expects exactly their two metrics.
+func TestRateLimitTable(t *testing.T) {
+	rs := results{
+		"4over6-8mbit":   {"tcp_up": {Mbit: 7.9}, "tcp_down": {Mbit: 6}},
+		"4over6-100mbit": {"tcp_up": {Mbit: 98}},
+	}
+	md := benchMarkdown(machine{}, rs, "", "")
+	for _, want := range []string{
+		"| `-rate-limit 8mbit` | 7.90 (0.99×) | 6.00 (0.75×) |",
+		"| `-rate-limit 100mbit` | 98.00 (0.98×) | – |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if md := benchMarkdown(machine{}, results{}, "", ""); strings.Contains(md, "-rate-limit") {
+		t.Errorf("a run without the rate case reports it:\n%s", md)
+	}
+	if got := expandCases("4over6,4over6-rate"); strings.Join(got, " ") != "4over6 4over6-8mbit 4over6-100mbit" {
+		t.Errorf("expandCases = %q", got)
+	}
+	if got := metricsFor("4over6-8mbit"); strings.Join(got, " ") != "tcp_up tcp_down" {
+		t.Errorf("metricsFor(4over6-8mbit) = %q", got)
+	}
+}
