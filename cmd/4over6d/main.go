@@ -42,7 +42,7 @@ func main() {
 // consoleCommands are the subcommands beside the server itself: they
 // talk to a running server or clean up after one.
 var consoleCommands = map[string]func(args []string, stdout, stderr io.Writer) int{
-	"status": runStatus, "cleanup": runCleanup,
+	"status": runStatus, "cleanup": runCleanup, "kick": runKick, "reserve": runReserve, "unreserve": runUnreserve,
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
