@@ -445,7 +445,7 @@ done
 
 step "server status"
 limit 20
-status=$(timeout "$T" ./deploy/docker/lab.sh compose exec -T server 4over6d status -admin "$ADMIN" 2>&1)
+status=$(timeout "$T" ./deploy/docker/lab.sh compose exec -T server 4over6d status -admin "$ADMIN" -token-file /var/lib/4over6d/admin-token 2>&1)
 printf '%s\n' "$status"
 if [[ $status == *"sessions: ${#CLIENTS[@]}"* ]]; then
 	pass "4over6d status in the server container lists ${#CLIENTS[@]} sessions"

@@ -19,7 +19,7 @@ import (
 	"github.com/4over6d/4over6d/actors"
 )
 
-// defaultAdmin is loopback-only: the admin endpoint has no authentication.
+// defaultAdmin is loopback-only, where the admin endpoint needs no token.
 const defaultAdmin = "127.0.0.1:9604"
 
 // statusDoc is the JSON of /status, read back by `4over6d status`.
@@ -45,9 +45,10 @@ type sessionStatus struct {
 	Queued     int64     `json:"queued"`
 }
 
-// admin serves /metrics, /status and /healthz for one running server.
+// admin serves /metrics, /status, /healthz and the management API for one
+// running server.
 type admin struct {
-	srv    *actors.Server
+	srv    engine
 	listen string
 	tun    string
 	pool   netip.Prefix
@@ -55,8 +56,20 @@ type admin struct {
 	pprof  bool // serve /debug/pprof/
 	// offload, when set, adds the TUN's offload counters to /metrics.
 	offload *offloadCollector
+	// token, when set, is required of every request but /metrics and
+	// /healthz (auth.go).
+	token []byte
+	// root, when set, serves / and whatever no other route takes (the
+	// dashboard and its assets).
+	root http.Handler
+	log  *slog.Logger
+	// rates are measured by the sampler that serveAdmin runs.
+	rates *sampler
 }
 
+// handler is the endpoint: its routes behind the token check (when there
+// is a token) behind the log of mutating calls, so refused calls are
+// logged too.
 func (a *admin) handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(actors.NewCollector(a.srv.Metrics()), collectors.NewGoCollector(),
@@ -64,6 +77,12 @@ func (a *admin) handler() http.Handler {
 	if a.offload != nil {
 		reg.MustRegister(a.offload)
 	}
+	m := newAdminMetrics(reg)
+	return logMutations(requireToken(a.token, a.routes(reg), m, a.log), m, a.log)
+}
+
+// routes maps every path of the endpoint; reg is what /metrics serves.
+func (a *admin) routes(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", a.status)
@@ -76,6 +95,11 @@ func (a *admin) handler() http.Handler {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	a.apiRoutes(mux)
+	if a.root != nil {
+		// "/" with any method: "GET /" would conflict with "/api/".
+		mux.Handle("/", a.root)
 	}
 	return mux
 }
@@ -132,26 +156,40 @@ func (a *admin) snapshot() (*statusDoc, error) {
 	doc := &statusDoc{Listen: a.listen, TUN: a.tun, Pool: a.pool.String(),
 		Leased: m.PoolLeased.Load(), Size: m.PoolSize.Load(), Sessions: make([]sessionStatus, 0, len(sessions))}
 	for _, s := range sessions {
-		addr := ""
-		if s.Addr.IsValid() {
-			addr = s.Addr.String()
-		}
-		doc.Sessions = append(doc.Sessions, sessionStatus{
-			Client: s.Client.String(), Addr: addr, Since: s.Since.UTC(), LastHeard: s.LastHeard.UTC(),
-			PacketsIn: s.PacketsIn, BytesIn: s.BytesIn, PacketsOut: s.PacketsOut, BytesOut: s.BytesOut,
-			Drops: s.Drops, Queued: s.Queued,
-		})
+		doc.Sessions = append(doc.Sessions, toSessionStatus(s))
 	}
 	return doc, nil
 }
 
-// serveAdmin listens on addr and serves until ctx ends. The listener is
-// opened before the function returns, so a bad address fails start-up.
+// toSessionStatus is a session as /status and the API show it; a session
+// that has no address yet has an empty one.
+func toSessionStatus(s actors.SessionStatus) sessionStatus {
+	addr := ""
+	if s.Addr.IsValid() {
+		addr = s.Addr.String()
+	}
+	return sessionStatus{
+		Client: s.Client.String(), Addr: addr, Since: s.Since.UTC(), LastHeard: s.LastHeard.UTC(),
+		PacketsIn: s.PacketsIn, BytesIn: s.BytesIn, PacketsOut: s.PacketsOut, BytesOut: s.BytesOut,
+		Drops: s.Drops, Queued: s.Queued,
+	}
+}
+
+// serveAdmin listens on addr and serves, and runs the rate sampler, until
+// ctx ends; wait returns when both have stopped. The listener is opened
+// before the function returns, so a bad address fails start-up.
 func serveAdmin(ctx context.Context, addr string, a *admin, log *slog.Logger) (wait func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("failed to listen for the admin endpoint on %s: %w", addr, err)
 	}
+	a.log = log
+	ticker := time.NewTicker(sampleEvery)
+	a.rates = newSampler(a.srv.Sessions, time.Now, ticker.C, log)
+	go func() {
+		defer ticker.Stop()
+		a.rates.run(ctx)
+	}()
 	hs := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -166,6 +204,6 @@ func serveAdmin(ctx context.Context, addr string, a *admin, log *slog.Logger) (w
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
-	log.Info("admin endpoint listening", slog.String("addr", ln.Addr().String()))
-	return func() { <-done }, nil
+	log.Info("admin endpoint listening", slog.String("addr", ln.Addr().String()), slog.Bool("token_required", a.token != nil))
+	return func() { <-done; <-a.rates.done }, nil
 }

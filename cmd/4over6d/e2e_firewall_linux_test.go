@@ -254,7 +254,7 @@ func awaitRawSYN(t *testing.T, raw *net.IPConn, port uint16) tcpSegment {
 // filter does not cover.
 func TestAdminPortClosedToTUN(t *testing.T) {
 	tp := newTopology(t)
-	tp.startServer(t, "-admin", "0.0.0.0:9604")
+	tp.startServer(t, "-admin", "0.0.0.0:9604", "-admin-token-file", writeTokenFile(t, testToken, 0o600))
 	c := tp.dial(t)
 	c.handshake()
 	c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, tunAddr, 0x4747, 1, []byte("admin filter")))

@@ -39,12 +39,15 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// consoleCommands are the subcommands beside the server itself: they
+// talk to a running server or clean up after one.
+var consoleCommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"status": runStatus, "cleanup": runCleanup, "kick": runKick, "reserve": runReserve, "unreserve": runUnreserve,
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "status" {
-		return runStatus(args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "cleanup" {
-		return runCleanup(args[1:], stdout, stderr)
+	if len(args) > 0 && consoleCommands[args[0]] != nil {
+		return consoleCommands[args[0]](args[1:], stdout, stderr)
 	}
 	o, err := parseOptions(args, stderr, hostResolvConfs...)
 	if errors.Is(err, flag.ErrHelp) {
@@ -118,7 +121,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	defer stopAdmin()
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
+		a := &admin{srv: srv, token: o.adminToken, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
 			offload: newOffloadCollector(offloadOn, dev.OffloadStats)}
 		if waitAdmin, err = serveAdmin(adminCtx, o.admin, a, log); err != nil {
 			_ = srv.Close()

@@ -39,6 +39,8 @@ type options struct {
 	listen           string
 	admin            string
 	adminPort        uint16 // the port of -admin, which the TUN may not reach; 0 when off
+	adminTokenFile   string
+	adminToken       []byte // read from adminTokenFile at start; nil: no token needed
 	pool             netip.Prefix
 	tun              string
 	mtu              int
@@ -84,7 +86,8 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 		allow                                      string
 	)
 	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
-	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz), or off")
+	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz, /api/v1/), or off; off loopback it needs -admin-token-file")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin endpoint's bearer token (one token, at least 16 bytes, not world-readable); needed when -admin is not a loopback address; with it, all but /metrics and /healthz need Authorization: Bearer <token>")
 	fs.StringVar(&pool, "pool", defaultPool, "IPv4 prefix leased to clients; its first host is the server's TUN address")
 	fs.StringVar(&o.tun, "tun", defaultTUN, "TUN device name")
 	fs.IntVar(&o.mtu, "mtu", defaultMTU, "TUN MTU (576-1500: lab clients cap packets at 1500)")
@@ -128,6 +131,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 		func() error { return parseAdminPort(o.admin, &o.adminPort) },
 		func() (err error) { o.log, err = logflag.Parse(level, format); return err },
 		o.validate,
+		o.readAdminToken,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -326,6 +330,24 @@ func (o *options) validate() error {
 	case o.reservations != "" && o.leaseFile != "" && filepath.Clean(o.reservations) == filepath.Clean(o.leaseFile):
 		return fmt.Errorf("-reservations and -lease-file must be different files, not both %q", o.reservations)
 	}
+	return nil
+}
+
+// readAdminToken loads -admin-token-file, and refuses an admin endpoint
+// off loopback without one: anyone who reaches it could kick clients and
+// read who is connected.
+func (o *options) readAdminToken() error {
+	if o.adminTokenFile == "" {
+		if o.admin != "off" && !loopbackAdmin(o.admin) {
+			return fmt.Errorf("-admin %q is not a loopback address and %w", o.admin, errNoTokenOffLoopback)
+		}
+		return nil
+	}
+	token, err := readTokenFile(o.adminTokenFile)
+	if err != nil {
+		return fmt.Errorf("-admin-token-file: %w", err)
+	}
+	o.adminToken = token
 	return nil
 }
 

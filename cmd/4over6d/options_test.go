@@ -72,13 +72,14 @@ func TestDefaults(t *testing.T) {
 
 // TestAdminPort checks the port the nftables table closes to the TUN.
 func TestAdminPort(t *testing.T) {
+	token := writeTokenFile(t, testToken, 0o600)
 	tests := []struct {
 		args []string
 		want uint16
 	}{
 		{nil, 9604},
-		{[]string{"-admin", "0.0.0.0:9700"}, 9700},
-		{[]string{"-admin", "[::]:8080"}, 8080},
+		{[]string{"-admin", "0.0.0.0:9700", "-admin-token-file", token}, 9700},
+		{[]string{"-admin", "[::]:8080", "-admin-token-file", token}, 8080},
 		{[]string{"-admin", "off"}, 0},
 	}
 	for _, tc := range tests {

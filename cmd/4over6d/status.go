@@ -2,11 +2,9 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -14,23 +12,18 @@ import (
 // runStatus is `4over6d status`: it reads /status from a running server's
 // admin endpoint and prints it like `wg show`, or passes the JSON through.
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("4over6d status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("admin", defaultAdmin, "admin endpoint of the running server")
-	raw := fs.Bool("json", false, "print the JSON as served")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("status", "[-admin ADDR] [-token-file F] [-json]", stdout, stderr)
+	raw := c.fs.Bool("json", false, "print the JSON as served")
+	if _, code, ok := c.parse(args, 0); !ok {
+		return code
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + *addr + "/status")
+	cl, err := c.cf.client()
 	if err != nil {
-		fmt.Fprintf(stderr, "4over6d status: failed to reach the server's admin endpoint: %v\n", err)
-		return 1
+		return c.usageError("%v", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "4over6d status: %s %s %v\n", resp.Status, strings.TrimSpace(string(body)), err)
+	body, err := cl.send(http.MethodGet, "/status", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "4over6d status: %v\n", err)
 		return 1
 	}
 	if *raw {
@@ -39,7 +32,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	var doc statusDoc
 	if err := json.Unmarshal(body, &doc); err != nil {
-		fmt.Fprintf(stderr, "4over6d status: bad answer from %s: %v\n", *addr, err)
+		fmt.Fprintf(stderr, "4over6d status: bad answer from %s: %v\n", c.cf.admin, err)
 		return 1
 	}
 	printStatus(stdout, &doc, time.Now())

@@ -76,7 +76,7 @@ for a in $("$CTX/rootfs/bin/busybox" --list); do
 	ln -s busybox "$CTX/rootfs/bin/$a"
 	applets=$((applets + 1))
 done
-for need in sh ping wget sha256sum ip; do
+for need in sh ping wget sha256sum ip head cut; do
 	[[ -L $CTX/rootfs/bin/$need ]] || die "this busybox has no $need applet"
 done
 echo "$applets applets"
