@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian/Ubuntu machine,
 # only where it is missing: iproute2 (ip netns), nftables (inspection in
-# tests), iputils-ping, util-linux (setpriv) and curl. Go itself must be
-# present (https://go.dev/dl/), as the README says.
+# tests), iputils-ping, util-linux (setpriv) and curl; with deps_browser=1
+# set before sourcing (scripts/test.sh and stress.sh, which run the
+# dashboard's browser tests) also Chromium, which the labs do not need
+# (about 30 s and 25 packages with apt). Go itself must be present
+# (https://go.dev/dl/), as the README says.
 set -euo pipefail
 
 missing=()
@@ -12,6 +15,9 @@ need nft nftables
 need ping iputils-ping
 need setpriv util-linux
 need curl curl
+if [[ ${deps_browser:-} == 1 ]] && [[ ! -x /usr/lib/chromium/chromium ]]; then
+	need chromium chromium
+fi
 
 if ((${#missing[@]})); then
 	if ! command -v apt-get >/dev/null 2>&1; then

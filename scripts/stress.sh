@@ -53,6 +53,7 @@ for a in "${args[@]}"; do
 done
 ((have_pkg)) || args+=(./...)
 
+deps_browser=1 # Chromium for the dashboard's browser tests
 source scripts/deps.sh
 if [[ $(id -u) -eq 0 ]]; then
 	export FOUR6_REQUIRE_ROOT_TESTS=1

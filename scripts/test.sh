@@ -11,6 +11,7 @@ if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && [[ -z ${FOUR6_NO_S
 	exec sudo "$0" "$@"
 fi
 cd "$(dirname "$0")/.."
+deps_browser=1 # Chromium for the dashboard's browser tests
 source scripts/deps.sh
 
 if [[ $(id -u) -eq 0 ]]; then
