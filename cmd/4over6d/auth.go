@@ -119,12 +119,16 @@ func requireToken(token []byte, next http.Handler, m *adminMetrics, log *slog.Lo
 }
 
 func (b *bearerAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if openPaths[r.URL.Path] {
+	if openPaths[r.URL.Path] || isDashboardAsset(r) {
 		b.next.ServeHTTP(w, r)
 		return
 	}
 	token, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
+		if isDashboardPage(r) {
+			b.refuseWithPage(w, r)
+			return
+		}
 		b.refuse(w, r, http.StatusUnauthorized, refusedNoToken, "this admin endpoint needs Authorization: Bearer <token>")
 		return
 	}
@@ -134,6 +138,52 @@ func (b *bearerAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.next.ServeHTTP(w, r)
+}
+
+// A browser sends no Authorization header when it loads a page, so the
+// dashboard's page could never load behind the token and its script could
+// never take the token from the URL fragment (#token=..., which no server
+// ever sees). The page and its scripts hold no data (every figure comes
+// from /api/ with the token), so: the scripts and styles under /assets/
+// are open, and the page itself is refused with 401 like any other path,
+// but with the page as the body of the refusal, which a browser shows and
+// runs. A wrong token is 403 as everywhere.
+func isDashboardAsset(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasPrefix(r.URL.Path, "/assets/")
+}
+
+func isDashboardPage(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == "/"
+}
+
+// refuseWithPage counts and answers a tokenless GET of the dashboard page:
+// 401 with the challenge, and the page (see isDashboardAsset).
+func (b *bearerAuth) refuseWithPage(w http.ResponseWriter, r *http.Request) {
+	b.metrics.refused.WithLabelValues(refusedNoToken).Inc()
+	w.Header().Set("WWW-Authenticate", `Bearer realm="4over6d"`)
+	b.next.ServeHTTP(&statusOverride{ResponseWriter: w, status: http.StatusUnauthorized}, r)
+}
+
+// statusOverride replaces a 200 with status.
+type statusOverride struct {
+	http.ResponseWriter
+	status  int
+	written bool
+}
+
+func (s *statusOverride) WriteHeader(code int) {
+	if !s.written && code == http.StatusOK {
+		code = s.status
+	}
+	s.written = true
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusOverride) Write(p []byte) (int, error) {
+	if !s.written {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(p)
 }
 
 // bearerToken takes the token of an "Authorization: Bearer X" header

@@ -92,7 +92,9 @@ var dummyDashboard = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Reques
 
 // TestTokenRules checks who gets what with and without a token: the
 // dashboard, /status, the API and the debug endpoints need it, /metrics
-// and /healthz never do.
+// and /healthz never do. The dashboard's page is refused with itself as
+// the body (a browser cannot send the header when it loads a page) and
+// its scripts and styles, which hold no data, are open.
 func TestTokenRules(t *testing.T) {
 	good := "Bearer " + testToken
 	tests := []struct {
@@ -108,7 +110,9 @@ func TestTokenRules(t *testing.T) {
 		{"GET", "/", "", 401},
 		{"GET", "/", "Bearer nope", 403},
 		{"GET", "/", good, 200},
-		{"GET", "/assets/app.js", "", 401},
+		{"GET", "/assets/app.js", "", 200},
+		{"GET", "/assets/style.css", "", 200},
+		{"POST", "/assets/app.js", "", 401},
 		{"GET", "/api/v1/sessions", "", 401},
 		{"GET", "/api/v1/sessions", "Bearer nope", 403},
 		{"GET", "/api/v1/sessions", good, 200},
@@ -126,7 +130,7 @@ func TestTokenRules(t *testing.T) {
 		{"GET", "/healthz", "", 200},
 	}
 	eng := &fakeEngine{kick: actors.KickResult{Client: client1}}
-	ta := newTestAdmin(t, eng, []byte(testToken), dummyDashboard)
+	ta := newTestAdmin(t, eng, []byte(testToken), dashboardHandler())
 	for _, tc := range tests {
 		var header []string
 		if tc.auth != "" {
@@ -144,7 +148,11 @@ func TestTokenRules(t *testing.T) {
 		if status == 401 && hdr.Get("WWW-Authenticate") == "" {
 			t.Errorf("%s %s: 401 without WWW-Authenticate", tc.method, tc.path)
 		}
-		if status == 401 || status == 403 {
+		page := tc.method == "GET" && tc.path == "/"
+		if page && status == 401 && !strings.Contains(resp, "<html") {
+			t.Errorf("GET / without a token: body %q, want the page (which asks for the token)", resp)
+		}
+		if (status == 401 || status == 403) && !(page && status == 401) {
 			if !strings.Contains(resp, `"error"`) {
 				t.Errorf("%s %s: refusal body %q is not a JSON error", tc.method, tc.path, resp)
 			}

@@ -174,8 +174,8 @@ func (f *fakeConsole) getSessions(w http.ResponseWriter, _ *http.Request) {
 		if s.sending {
 			s.inBps = uint64(1_800_000 + 90_000*(f.polls%7))
 			s.outBps = uint64(6_100_000 + 350_000*(f.polls%5))
-			s.histIn = appendHistory(s.histIn, s.inBps)
-			s.histOut = appendHistory(s.histOut, s.outBps)
+			s.histIn = fakeAppendHistory(s.histIn, s.inBps)
+			s.histOut = fakeAppendHistory(s.histOut, s.outBps)
 			s.bytesIn += s.inBps / 8
 			s.bytesOut += s.outBps / 8
 			s.lastHeard = now
@@ -194,7 +194,7 @@ func (f *fakeConsole) getSessions(w http.ResponseWriter, _ *http.Request) {
 	fakeJSON(w, http.StatusOK, map[string]any{"sessions": out})
 }
 
-func appendHistory(h []uint64, v uint64) []uint64 {
+func fakeAppendHistory(h []uint64, v uint64) []uint64 {
 	h = append(h, v)
 	if len(h) > 60 {
 		h = h[len(h)-60:]

@@ -121,7 +121,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	defer stopAdmin()
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, token: o.adminToken, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
+		a := &admin{srv: srv, root: dashboardHandler(), token: o.adminToken, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
 			offload: newOffloadCollector(offloadOn, dev.OffloadStats)}
 		if waitAdmin, err = serveAdmin(adminCtx, o.admin, a, log); err != nil {
 			_ = srv.Close()
