@@ -98,16 +98,7 @@ func timedTransfer(ns *netnstest.NS, to netip.AddrPort, cmd byte, d time.Duratio
 
 // timedServer serves handleTimed on the internet host until the test ends.
 func timedServer(t *testing.T, tp *topology) netip.AddrPort {
-	var ln net.Listener
-	if err := tp.inet.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(inetV4, 0).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	srv := serveConns(ln, handleTimed)
-	t.Cleanup(srv.close)
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return internetServer(t, tp, handleTimed)
 }
 
 // uplinkDrops are the reasons a server drops a client's packets for.

@@ -223,6 +223,12 @@ func checkOffloadMetrics(t *testing.T, metrics string, offload bool) {
 // transferServer serves handleTransfer on the internet host until the test
 // ends and returns its address.
 func transferServer(t *testing.T, tp *topology) netip.AddrPort {
+	return internetServer(t, tp, handleTransfer)
+}
+
+// internetServer serves handle on a TCP port of the internet host until
+// the test ends and returns its address.
+func internetServer(t *testing.T, tp *topology, handle func(net.Conn)) netip.AddrPort {
 	var ln net.Listener
 	if err := tp.inet.Do(func() (err error) {
 		ln, err = net.Listen("tcp4", netip.AddrPortFrom(inetV4, 0).String())
@@ -230,7 +236,7 @@ func transferServer(t *testing.T, tp *topology) netip.AddrPort {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv := serveConns(ln, handleTransfer)
+	srv := serveConns(ln, handle)
 	t.Cleanup(srv.close)
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }

@@ -66,20 +66,11 @@ const (
 // apiSession is one entry of GET /api/v1/sessions: /status's fields plus
 // the rates the sampler measured.
 type apiSession struct {
-	Client        string    `json:"client"`
-	Addr          string    `json:"addr"`
-	Since         time.Time `json:"since"`
-	LastHeard     time.Time `json:"last_heard"`
-	PacketsIn     uint64    `json:"packets_in"`
-	BytesIn       uint64    `json:"bytes_in"`
-	PacketsOut    uint64    `json:"packets_out"`
-	BytesOut      uint64    `json:"bytes_out"`
-	RateInBps     uint64    `json:"rate_in_bps"`
-	RateOutBps    uint64    `json:"rate_out_bps"`
-	Drops         uint64    `json:"drops"`
-	Queued        int64     `json:"queued"`
-	HistoryInBps  []uint64  `json:"history_in_bps"`
-	HistoryOutBps []uint64  `json:"history_out_bps"`
+	sessionStatus
+	RateInBps     uint64   `json:"rate_in_bps"`
+	RateOutBps    uint64   `json:"rate_out_bps"`
+	HistoryInBps  []uint64 `json:"history_in_bps"`
+	HistoryOutBps []uint64 `json:"history_out_bps"`
 }
 
 // apiKick answers a kick; BannedUntil is empty (and left out) without a ban.
@@ -216,9 +207,7 @@ func (a *admin) listSessions(r *http.Request) (int, any, error) {
 		st := toSessionStatus(s)
 		rt := rates[keyOf(s)]
 		out = append(out, apiSession{
-			Client: st.Client, Addr: st.Addr, Since: st.Since, LastHeard: st.LastHeard,
-			PacketsIn: st.PacketsIn, BytesIn: st.BytesIn, PacketsOut: st.PacketsOut, BytesOut: st.BytesOut,
-			RateInBps: rt.in, RateOutBps: rt.out, Drops: st.Drops, Queued: st.Queued,
+			sessionStatus: st, RateInBps: rt.in, RateOutBps: rt.out,
 			HistoryInBps: orEmpty(rt.histIn), HistoryOutBps: orEmpty(rt.histOut),
 		})
 	}
