@@ -159,8 +159,8 @@ func TestAPIHandlers(t *testing.T) {
 		call                     string // the console call it must make, "" for none
 	}{
 		{"sessions sorted by addr", "GET", "/api/v1/sessions", "", 200,
-			`{"sessions":[{"client":"[2001:db8:1::11]:40000","addr":"192.0.2.2","since":"2026-11-25T12:00:00Z","last_heard":"2026-11-25T12:00:00Z","packets_in":0,"bytes_in":0,"packets_out":4,"bytes_out":400,"rate_in_bps":0,"rate_out_bps":0,"drops":1,"queued":2,"history_in_bps":[],"history_out_bps":[]},` +
-				`{"client":"[2001:db8:1::12]:40001","addr":"192.0.2.10","since":"2026-11-25T12:00:00Z","last_heard":"2026-11-25T12:00:01Z","packets_in":3,"bytes_in":300,"packets_out":0,"bytes_out":0,"rate_in_bps":0,"rate_out_bps":0,"drops":0,"queued":0,"history_in_bps":[],"history_out_bps":[]}]}`, ""},
+			`{"sessions":[{"client":"[2001:db8:1::11]:40000","addr":"192.0.2.2","since":"2026-11-25T12:00:00Z","last_heard":"2026-11-25T12:00:00Z","packets_in":0,"bytes_in":0,"packets_out":4,"bytes_out":400,"drops":1,"queued":2,"rate_in_bps":0,"rate_out_bps":0,"history_in_bps":[],"history_out_bps":[]},` +
+				`{"client":"[2001:db8:1::12]:40001","addr":"192.0.2.10","since":"2026-11-25T12:00:00Z","last_heard":"2026-11-25T12:00:01Z","packets_in":3,"bytes_in":300,"packets_out":0,"bytes_out":0,"drops":0,"queued":0,"rate_in_bps":0,"rate_out_bps":0,"history_in_bps":[],"history_out_bps":[]}]}`, ""},
 		{"kick", "DELETE", "/api/v1/sessions/192.0.2.2", "", 200, `{"kicked":"192.0.2.2","client":"[2001:db8:1::11]:40000","banned_until":"2026-11-25T13:00:00Z"}`, "kick 192.0.2.2 0s"},
 		{"kick with ban", "DELETE", "/api/v1/sessions/192.0.2.2?ban=10m", "", 200, `"banned_until"`, "kick 192.0.2.2 10m0s"},
 		{"kick ban 30d is the most", "DELETE", "/api/v1/sessions/192.0.2.2?ban=720h", "", 200, `"kicked"`, "kick 192.0.2.2 720h0m0s"},
