@@ -228,7 +228,10 @@ func (s *Supervisor) isBanned(src netip.Prefix) bool {
 // refuse closes a connection the policy turned away, counts it and logs
 // it, at most once a second per reason (with the count held back).
 func (s *Supervisor) refuse(conn net.Conn, client netip.AddrPort, src netip.Prefix, reason RefuseReason) {
-	_ = conn.Close()
+	// Counted and logged before the close, so that whoever sees the
+	// connection end (the client, a test) also finds it in the metrics
+	// and the log.
+	defer conn.Close()
 	s.cfg.Metrics.Refuse(reason)
 	suppressed, ok := s.refuseLog[reason].allow()
 	if !ok {
