@@ -78,6 +78,23 @@ func newHarness(t *testing.T, tweak ...func(*Config)) *harness {
 	return h
 }
 
+// closeWithin stops the server and fails the test with why when Close
+// has not returned within d (a Close that waits on something it should
+// not is the bug these checks look for).
+func (h *harness) closeWithin(d time.Duration, why string) {
+	h.t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- h.srv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			h.t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(d):
+		h.t.Fatal(why)
+	}
+}
+
 // testWriter sends engine logs to the test log, shown only on failure.
 type testWriter struct{ t *testing.T }
 

@@ -213,16 +213,7 @@ func TestCloseWhileClientsConnect(t *testing.T) {
 		}
 	}()
 	eventually(t, wait, "the first sessions", func() bool { return h.srv.Metrics().SessionsOpened.Load() >= 3 })
-	closed := make(chan error, 1)
-	go func() { closed <- h.srv.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(2 * wait):
-		t.Fatal("Close waited for a session spawned after the stop")
-	}
+	h.closeWithin(2*wait, "Close waited for a session spawned after the stop")
 	<-dialing
 	for _, c := range clients {
 		c.expectClosed(wait)

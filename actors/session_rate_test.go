@@ -129,16 +129,7 @@ func TestPacedReaderStaysAliveAndStopsAtClose(t *testing.T) {
 		}
 		return time.Since(parked) > 4*timeout
 	})
-	closed := make(chan error, 1)
-	go func() { closed <- h.srv.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return while the session's reader waited for tokens")
-	}
+	h.closeWithin(10*time.Second, "Close did not return while the session's reader waited for tokens")
 }
 
 // The downlink is policed: a burst from the TUN beyond the bucket is
