@@ -80,6 +80,10 @@ type Config struct {
 	// packets (0: no limit): the uplink is paced, the downlink policed
 	// (bucket.go). A client's reservation with a rate overrides it.
 	RateLimit uint64
+	// Fleet, when set, makes this node one of a fleet (fleet*.go): the
+	// pool then leases only from blocks it holds in etcd, and bindings
+	// and stickiness are fleet-wide. Nil is a single node, as before.
+	Fleet *Fleet
 	// QueuePackets bounds each session's queue towards its client.
 	QueuePackets int
 	Logger       *slog.Logger

@@ -75,14 +75,15 @@ type RefuseReason int
 
 // Refusal reasons.
 const (
-	RefuseSessionLimit RefuseReason = iota // -max-sessions reached
-	RefusePerSource                        // -max-per-source reached for that source (-source-prefix)
-	RefuseNotAllowed                       // the client's address is outside -allow
-	RefuseBanned                           // the source was banned by a kick with ?ban=
+	RefuseSessionLimit     RefuseReason = iota // -max-sessions reached
+	RefusePerSource                            // -max-per-source reached for that source (-source-prefix)
+	RefuseNotAllowed                           // the client's address is outside -allow
+	RefuseBanned                               // the source was banned by a kick with ?ban=
+	RefuseFleetUnavailable                     // in a fleet, etcd cannot be reached safely: no new leases
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit", "not_allowed", "banned"}
+var refuseNames = [numRefuseReasons]string{"session_limit", "per_source_limit", "not_allowed", "banned", "fleet_unavailable"}
 
 // String is the metric label for the reason.
 func (r RefuseReason) String() string { return refuseNames[r] }
@@ -104,13 +105,15 @@ const (
 	ClosePanic                               // the session actor or its reader panicked
 	CloseFrameStalled                        // a frame did not complete within -timeout
 	CloseKicked                              // an operator closed it (DELETE /api/v1/sessions/ADDR)
+	CloseMoved                               // the client showed up on another node of the fleet
+	CloseFleetLost                           // the node lost its address in etcd (partition outlasted the binding)
 	numCloseReasons
 )
 
 var closeNames = [numCloseReasons]string{
 	"stopped", "client_closed", "timeout", "handshake_timeout", "framing_lost",
 	"truncated", "read_error", "write_error", "lease_denied", "panic", "frame_stalled",
-	"kicked",
+	"kicked", "moved", "fleet_lost",
 }
 
 // String is the metric label for the reason.
@@ -173,6 +176,10 @@ type frameCounts [numFrameTypes]uint64
 // latency histogram (accept to 101 queued).
 var setupBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 
+// etcdBuckets are the upper bounds, in seconds, of the etcd round-trip
+// histogram (a write waits for a quorum's fsync).
+var etcdBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
 // Metrics are the engine's counters. They are atomics because the admin
 // endpoint reads them from another goroutine; every counter is written by
 // the actors only, and nothing reads them to make decisions.
@@ -193,8 +200,16 @@ type Metrics struct {
 	refused        [numRefuseReasons]atomic.Uint64
 	closed         [numCloseReasons]atomic.Uint64
 	frames         [numFrameTypes]atomic.Uint64
-	setupCounts    [13]atomic.Uint64 // per bucket of setupBuckets, plus +Inf
-	setupSumNanos  atomic.Uint64
+	setup          histogram
+	etcdRTT        histogram
+
+	// Fleet mode (fleet*.go): blocks and /32 claims this node holds in
+	// etcd, its state (0 ok, 1 read-only: no new leases) and failed lease
+	// renewals.
+	FleetBlocks        atomic.Int64
+	FleetClaims        atomic.Int64
+	FleetState         atomic.Int64
+	FleetRenewFailures atomic.Uint64
 
 	icmpSent    [numICMPTypes]atomic.Uint64
 	icmpLimited [numICMPTypes]atomic.Uint64 // not sent: over the session's rate
@@ -217,25 +232,47 @@ func (m *Metrics) Closed(r CloseReason) { m.closed[r].Add(1) }
 func (m *Metrics) ClosedBy(r CloseReason) uint64 { return m.closed[r].Load() }
 
 // Setup records one session's setup latency.
-func (m *Metrics) Setup(d time.Duration) {
-	i := 0
-	for i < len(setupBuckets) && d.Seconds() > setupBuckets[i] {
-		i++
-	}
-	m.setupCounts[i].Add(1)
-	m.setupSumNanos.Add(uint64(d.Nanoseconds()))
-}
+func (m *Metrics) Setup(d time.Duration) { m.setup.observe(setupBuckets, d) }
 
 // SetupHistogram returns cumulative counts per bucket, the total count and
 // the sum in seconds, in Prometheus' shape.
 func (m *Metrics) SetupHistogram() (buckets map[float64]uint64, count uint64, sum float64) {
-	buckets = make(map[float64]uint64, len(setupBuckets))
-	for i, le := range setupBuckets {
-		count += m.setupCounts[i].Load()
+	return m.setup.read(setupBuckets)
+}
+
+// EtcdRTT records one etcd round trip of the fleet (a request or a lease
+// renewal), so an operator sees what each session setup waits for.
+func (m *Metrics) EtcdRTT(d time.Duration) { m.etcdRTT.observe(etcdBuckets, d) }
+
+// EtcdRTTHistogram is EtcdRTT's histogram in Prometheus' shape.
+func (m *Metrics) EtcdRTTHistogram() (buckets map[float64]uint64, count uint64, sum float64) {
+	return m.etcdRTT.read(etcdBuckets)
+}
+
+// histogram is a fixed-bucket latency histogram of atomics: one slot per
+// bound plus +Inf (at most 16 bounds).
+type histogram struct {
+	counts   [17]atomic.Uint64
+	sumNanos atomic.Uint64
+}
+
+func (h *histogram) observe(bounds []float64, d time.Duration) {
+	i := 0
+	for i < len(bounds) && d.Seconds() > bounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sumNanos.Add(uint64(d.Nanoseconds()))
+}
+
+func (h *histogram) read(bounds []float64) (buckets map[float64]uint64, count uint64, sum float64) {
+	buckets = make(map[float64]uint64, len(bounds))
+	for i, le := range bounds {
+		count += h.counts[i].Load()
 		buckets[le] = count
 	}
-	count += m.setupCounts[len(setupBuckets)].Load()
-	return buckets, count, float64(m.setupSumNanos.Load()) / 1e9
+	count += h.counts[len(bounds)].Load()
+	return buckets, count, float64(h.sumNanos.Load()) / 1e9
 }
 
 // Refuse counts one connection refused for reason r.
