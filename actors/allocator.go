@@ -33,6 +33,9 @@ type allocator struct {
 	// a grace reservation (0 means 128, one per address).
 	sourceBits int
 	static     staticTable
+	// usable, in a fleet, says which addresses this node may lease now
+	// (in its blocks or claims, bound to nobody else); nil allows all.
+	usable func(netip.Addr) bool
 }
 
 type reservation struct {
@@ -77,7 +80,7 @@ func (a *allocator) allocate(owner string, client netip.Addr, now time.Time) (ne
 	if addr, ok := a.allocateStatic(owner, client); ok {
 		return addr, true
 	}
-	if addr, ok := a.byClient[a.key(client)]; ok && a.isFree(addr) && !a.staticBlocks(addr, client) {
+	if addr, ok := a.byClient[a.key(client)]; ok && a.isFree(addr) && !a.staticBlocks(addr, client) && (a.usable == nil || a.usable(addr)) {
 		a.take(owner, addr)
 		return addr, true
 	}
@@ -125,6 +128,22 @@ func (a *allocator) release(owner string, client netip.Addr, now time.Time) (net
 		a.byClient[a.key(client)] = addr
 	}
 	return addr, true
+}
+
+// drop frees owner's address without reserving it (a lease that etcd
+// refused, or an address handed to another node).
+func (a *allocator) drop(owner string) {
+	if addr, ok := a.byOwner[owner]; ok {
+		delete(a.byOwner, owner)
+		delete(a.byAddr, addr)
+	}
+}
+
+// forget removes addr's grace reservation, if any.
+func (a *allocator) forget(addr netip.Addr) {
+	if r, ok := a.reserved[addr]; ok {
+		a.unreserve(addr, r)
+	}
 }
 
 func (a *allocator) take(owner string, addr netip.Addr) {

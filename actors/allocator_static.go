@@ -54,7 +54,7 @@ func (a *allocator) staticBlocks(addr, client netip.Addr) bool {
 // leasable is what any client without a reservation for the address may
 // be given: free, and nobody's static address.
 func (a *allocator) leasable(addr netip.Addr) bool {
-	return a.isFree(addr) && !a.isStatic(addr)
+	return a.isFree(addr) && !a.isStatic(addr) && (a.usable == nil || a.usable(addr))
 }
 
 // allocateStatic leases client's reserved address to owner if client has

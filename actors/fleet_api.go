@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -100,30 +101,18 @@ type FleetNode struct {
 // ErrNoFleet is returned by fleet queries on a single node.
 var ErrNoFleet = errors.New("not in a fleet (no -etcd)")
 
-// Fleet is this node's membership of a fleet: its etcd client and leases,
-// made by JoinFleet before the engine starts and closed after it stops.
-// The AddressPool owns all I/O on it while the engine runs.
-type Fleet struct {
-	cfg FleetConfig
-}
-
 // Fleet reports every node of the fleet; ErrNoFleet on a single node.
 func (s *Server) Fleet() (FleetStatus, error) {
 	if s.cfg.Fleet == nil {
 		return FleetStatus{}, ErrNoFleet
 	}
-	return FleetStatus{}, errors.New("fleet status: not implemented yet")
+	reply, err := s.ask(s.cfg.pool, &fleetStatusQuery{})
+	if err != nil {
+		return FleetStatus{}, fmt.Errorf("fleet status: %w", err)
+	}
+	st, ok := reply.(FleetStatus)
+	if !ok {
+		return FleetStatus{}, fmt.Errorf("fleet status: unexpected answer %T", reply)
+	}
+	return st, nil
 }
-
-// JoinFleet connects to etcd, checks that the fleet's address plan is
-// cfg's (a node with another pool must not join: it would lease addresses
-// the others do not know of) and registers this node under a lease of
-// cfg.TTL. It fails when the name is held by a live node.
-func JoinFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
-	return nil, errors.New("join fleet: not implemented yet")
-}
-
-// Close leaves the fleet: it revokes the node's lease, so its blocks and
-// claims go at once (bindings stay for -grace, for clients that move), and
-// closes the etcd client. Safe to call twice.
-func (f *Fleet) Close() error { return nil }

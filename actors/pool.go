@@ -37,6 +37,7 @@ type AddressPool struct {
 	dirty       bool // leases changed since the lease file was written
 	saveTimer   *time.Timer
 	statics     staticsState // see pool_static.go
+	fl          *poolFleet   // fleet mode (pool_fleet.go); nil on a single node
 }
 
 type pendingLease struct {
@@ -71,10 +72,16 @@ func newAddressPool(cfg *shared) actor.Producer {
 
 // Receive handles one message; see the type comment for the protocol.
 func (p *AddressPool) Receive(ctx actor.Context) {
+	if p.onFleet(ctx, ctx.Message()) {
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.cfg.Metrics.PoolSize.Store(int64(p.alloc.size))
 		p.startStaticsWriter(ctx)
+		if p.cfg.Fleet != nil {
+			p.startFleet(ctx)
+		}
 		p.startRecovery(ctx)
 	case *messages.LiveSessions:
 		p.expectClaims(ctx, m)
@@ -117,6 +124,7 @@ func (p *AddressPool) Receive(ctx actor.Context) {
 }
 
 func (p *AddressPool) stop(ctx actor.Context) {
+	p.stopFleet()
 	p.stopTimer()
 	stopTimer(p.saveTimer)
 	p.saveLeases()
@@ -187,6 +195,10 @@ func (p *AddressPool) finishRecovery(ctx actor.Context) {
 }
 
 func (p *AddressPool) grant(ctx actor.Context, m *messages.LeaseRequest, reply *actor.PID) {
+	if p.fl != nil {
+		p.fleetGrant(ctx, m, reply)
+		return
+	}
 	addr, ok := p.alloc.allocate(m.Session.Id, m.Client.Addr(), time.Now())
 	if !ok {
 		p.cfg.Metrics.LeaseDenials.Add(1)
@@ -218,6 +230,7 @@ func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
 	}
 	lease, ok := p.leases[who.Id]
 	if !ok {
+		p.fleetTerminated(ctx, who, netip.Addr{})
 		return
 	}
 	delete(p.leases, who.Id)
@@ -225,6 +238,7 @@ func (p *AddressPool) onTerminated(ctx actor.Context, who *actor.PID) {
 	p.alloc.release(who.Id, lease.Client.Addr(), time.Now())
 	p.markDirty(ctx)
 	ctx.Send(p.cfg.router, &messages.RouteDel{Addr: lease.Addr, Session: lease.Session})
+	p.fleetTerminated(ctx, who, lease.Addr)
 }
 
 func (p *AddressPool) routeTable() *messages.RouteTable {

@@ -152,7 +152,14 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.onGranted(ctx, m)
 	case *messages.LeaseDenied:
 		s.cfg.Logger.Warn("lease denied; closing session", slog.String("client", s.client.String()), slog.String("reason", m.Reason))
+		if m.Fleet {
+			s.cfg.Metrics.Refuse(RefuseFleetUnavailable)
+		}
 		s.stop(ctx, CloseLeaseDenied)
+	case *messages.Moved:
+		s.stop(ctx, CloseMoved)
+	case *messages.FleetLost:
+		s.stop(ctx, CloseFleetLost)
 	case *messages.ReclaimLease:
 		s.reclaim(ctx, m.Pool)
 	case *messages.ReplySettings:

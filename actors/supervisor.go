@@ -86,6 +86,9 @@ type Supervisor struct {
 	// lastFailure is the latest panic of a service actor, for the log
 	// line when the Supervisor gives up on it.
 	lastFailure map[ActorKind]string
+	// fleetReadOnly is the pool's last word on the fleet: while etcd
+	// cannot be reached safely, new connections are refused.
+	fleetReadOnly bool
 }
 
 type sessionEntry struct {
@@ -119,6 +122,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.onTerminated(ctx, m.Who)
 	case *messages.PoolStarted:
 		s.answerPool(ctx)
+	case *messages.FleetState:
+		s.fleetReadOnly = m.ReadOnly
 	case *messages.PoolHandover:
 		if m.Seeded {
 			s.reservations, s.statics = m.Reservations, m.Statics
@@ -216,6 +221,8 @@ func (s *Supervisor) refusal(client netip.Addr, src netip.Prefix) (RefuseReason,
 		return RefuseSessionLimit, true
 	case s.cfg.MaxPerSource > 0 && s.perSource[src] >= s.cfg.MaxPerSource:
 		return RefusePerSource, true
+	case s.fleetReadOnly:
+		return RefuseFleetUnavailable, true
 	}
 	return 0, false
 }

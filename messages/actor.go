@@ -35,6 +35,9 @@ type LeaseGranted struct {
 // closes its connection with Reason in the log.
 type LeaseDenied struct {
 	Reason string
+	// Fleet is set when the node could not reach etcd safely
+	// (fleet_unavailable), as opposed to a full pool.
+	Fleet bool
 }
 
 // LeaseClaim restates a live session's lease to a pool that restarted and
@@ -174,6 +177,23 @@ type InjectPanic struct {
 // closes its connection with the reason kicked, and its address goes back
 // to the pool like after any end.
 type Kick struct{}
+
+// Moved tells a session that its client showed up on another node of the
+// fleet: it closes with the reason moved, and its address is handed to
+// that node.
+type Moved struct{}
+
+// FleetLost tells a session that the node can no longer vouch for its
+// address in etcd (a partition outlasted the binding lease, or a claim
+// was taken while the node was cut off): it closes with the reason
+// fleet_lost before another node can lease the address.
+type FleetLost struct{}
+
+// FleetState tells the Supervisor whether the node may take new sessions
+// (ReadOnly: etcd cannot be reached safely; refuse with fleet_unavailable).
+type FleetState struct {
+	ReadOnly bool
+}
 
 // ReplySettings are the non-address fields of the 101 reply. The
 // Supervisor sends them to every session when the operator reloads the

@@ -1,0 +1,203 @@
+//go:build linux
+
+package actors
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/4over6d/4over6d/internal/fleettest"
+	"github.com/4over6d/4over6d/messages/wire"
+)
+
+// fleetRig is three engines of one fleet on a real etcd: the engines run
+// in this process on fake TUNs, listening in the fabric's hub namespace,
+// where each test client dials from an address of its own (stickiness is
+// by client address).
+type fleetRig struct {
+	t      *testing.T
+	fab    *fleettest.Fabric
+	etcd   *fleettest.Cluster
+	nodes  map[string]*fleetNode
+	prefix string
+}
+
+type fleetNode struct {
+	name  string
+	h     *harness
+	fleet *Fleet
+}
+
+const rigTTL = 2 * time.Second
+
+func newFleetRig(t *testing.T, names ...string) *fleetRig {
+	t.Helper()
+	fab := fleettest.NewFabric(t, "afl")
+	r := &fleetRig{t: t, fab: fab, etcd: fleettest.StartCluster(t, fab, 1), nodes: make(map[string]*fleetNode), prefix: "/t/"}
+	for i := range 40 {
+		fab.Hub.Run(t, "ip", "addr", "add", clientAddr(i).String()+"/128", "dev", "lo")
+	}
+	for _, n := range names {
+		r.start(n)
+	}
+	return r
+}
+
+func clientAddr(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 14: byte(i >> 8), 15: byte(i + 1)})
+}
+
+func (r *fleetRig) join(name string) *Fleet {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, err := JoinFleet(ctx, FleetConfig{Endpoints: r.etcd.Endpoints(), Node: name,
+		NodeAddr: netip.MustParseAddr("2001:db8:f::a1"), Pool: testPool, BlockBits: 28, TTL: rigTTL,
+		Prefix: r.prefix, Grace: 30 * time.Second, Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
+			return r.fab.DialContext(ctx, "tcp", addr)
+		}})
+	if err != nil {
+		r.t.Fatalf("JoinFleet %s: %v", name, err)
+	}
+	return f
+}
+
+func (r *fleetRig) start(name string) *fleetNode {
+	r.t.Helper()
+	f := r.join(name)
+	r.t.Cleanup(func() { _ = f.Close() }) // after the engine's Close (cleanups run last-in first-out)
+	var ln net.Listener
+	if err := r.fab.Hub.Do(func() (err error) { ln, err = net.Listen("tcp6", "[::1]:0"); return err }); err != nil {
+		r.t.Fatalf("listen in the hub: %v", err)
+	}
+	h := newHarness(r.t, func(c *Config) { c.Listener, c.Fleet, c.Grace = ln, f, 30*time.Second })
+	n := &fleetNode{name: name, h: h, fleet: f}
+	r.nodes[name] = n
+	return n
+}
+
+// dial connects client i to node n from client i's own address.
+func (r *fleetRig) dial(n *fleetNode, i int) *client {
+	r.t.Helper()
+	var conn net.Conn
+	err := r.fab.Hub.Do(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: clientAddr(i).AsSlice()}, Timeout: 5 * time.Second}
+		conn, err = d.Dial("tcp6", n.h.ln.Addr().String())
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("dial %s as client %d: %v", n.name, i, err)
+	}
+	return n.h.adopt(conn)
+}
+
+// handshake waits for the 101 longer than harness' default: a takeover
+// waits for a dead node's lease to run out.
+func handshakeWithin(c *client, d time.Duration) netip.Addr {
+	c.t.Helper()
+	c.send(wire.TypeIPRequest, nil)
+	f := c.next(d)
+	if f.Type != wire.TypeIPReply {
+		c.t.Fatalf("first frame has type %d, want 101", f.Type)
+	}
+	rep, err := wire.ParseIPReply(f.Payload)
+	if err != nil {
+		c.t.Fatalf("parse 101: %v", err)
+	}
+	return rep.Addr
+}
+
+func (r *fleetRig) status(n *fleetNode) FleetStatus {
+	r.t.Helper()
+	st, err := n.h.srv.Fleet()
+	if err != nil {
+		r.t.Fatalf("Fleet() on %s: %v", n.name, err)
+	}
+	return st
+}
+
+func inBlocks(a netip.Addr, node FleetNode) bool {
+	for _, b := range node.Blocks {
+		if b.Contains(a) {
+			return true
+		}
+	}
+	for _, c := range node.Claims {
+		if c == a {
+			return true
+		}
+	}
+	return false
+}
+
+func TestFleetAddressesAreDistinctAndInTheirNodesBlocks(t *testing.T) {
+	r := newFleetRig(t, "n1", "n2", "n3")
+	names := []string{"n1", "n2", "n3"}
+	seen := make(map[netip.Addr]string)
+	got := make(map[string][]netip.Addr)
+	for i := range 24 { // 8 per node: more than one /28 block each
+		n := r.nodes[names[i%3]]
+		a := handshakeWithin(r.dial(n, i), 10*time.Second)
+		if prev, dup := seen[a]; dup {
+			t.Fatalf("client %d on %s got %v, already leased by %s", i, n.name, a, prev)
+		}
+		seen[a] = n.name
+		got[n.name] = append(got[n.name], a)
+	}
+	st := r.status(r.nodes["n1"])
+	if len(st.Nodes) != 3 || st.State != "ok" {
+		t.Fatalf("fleet status: %+v, want 3 nodes, ok", st)
+	}
+	for _, node := range st.Nodes {
+		for _, a := range got[node.Name] {
+			if !inBlocks(a, node) {
+				t.Errorf("%s leased %v outside its blocks %v", node.Name, a, node.Blocks)
+			}
+		}
+	}
+}
+
+func TestFleetClientMovesWithItsAddress(t *testing.T) {
+	r := newFleetRig(t, "n1", "n2")
+	first := r.dial(r.nodes["n1"], 5)
+	a := handshakeWithin(first, 10*time.Second)
+	second := r.dial(r.nodes["n2"], 5)
+	if b := handshakeWithin(second, 10*time.Second); b != a {
+		t.Fatalf("moved client got %v on n2, had %v on n1", b, a)
+	}
+	first.expectClosed(10 * time.Second)
+	eventually(t, 5*time.Second, "n1 counts the session closed as moved", func() bool {
+		return r.nodes["n1"].h.srv.Metrics().ClosedBy(CloseMoved) == 1
+	})
+	st := r.status(r.nodes["n2"])
+	for _, node := range st.Nodes {
+		if node.Name == "n2" && !inBlocks(a, node) {
+			t.Errorf("n2 serves %v but holds no block or claim for it: %+v", a, node)
+		}
+	}
+}
+
+func TestFleetDeadNodesClientGetsItsAddressBack(t *testing.T) {
+	r := newFleetRig(t, "n1", "n2")
+	victim := r.nodes["n2"]
+	c := r.dial(victim, 7)
+	a := handshakeWithin(c, 10*time.Second)
+	// A crash: the engine stops without leaving the fleet (no revoke),
+	// so its registration and blocks stay until the lease runs out.
+	victim.fleet.abandon()
+	victim.h.closeWithin(10*time.Second, "engine Close hung")
+	start := time.Now()
+	again := r.dial(r.nodes["n1"], 7)
+	if b := handshakeWithin(again, rigTTL+10*time.Second); b != a {
+		t.Fatalf("client of the dead node got %v, had %v", b, a)
+	}
+	t.Logf("address back after %v (TTL %v)", time.Since(start).Round(time.Millisecond), rigTTL)
+	keys := r.etcd.Keys(t, r.prefix+"nodes/")
+	if fmt.Sprint(keys) != fmt.Sprint([]string{r.prefix + "nodes/n1"}) {
+		t.Errorf("nodes after the crash: %v, want only n1", keys)
+	}
+}
