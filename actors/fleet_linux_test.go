@@ -201,3 +201,76 @@ func TestFleetDeadNodesClientGetsItsAddressBack(t *testing.T) {
 		t.Errorf("nodes after the crash: %v, want only n1", keys)
 	}
 }
+
+// tryHandshake is a 100/101 exchange that reports a closed connection
+// instead of failing (a refused client).
+func tryHandshake(c *client, d time.Duration) (netip.Addr, bool) {
+	c.t.Helper()
+	if _, err := c.conn.Write(wire.AppendFrame(nil, wire.TypeIPRequest, nil)); err != nil {
+		return netip.Addr{}, false
+	}
+	f, err := c.tryNext(d)
+	if err != nil || f.Type != wire.TypeIPReply {
+		return netip.Addr{}, false
+	}
+	rep, err := wire.ParseIPReply(f.Payload)
+	return rep.Addr, err == nil
+}
+
+func TestFleetWithoutEtcdKeepsSessionsAndRefusesNewOnes(t *testing.T) {
+	r := newFleetRig(t, "n1")
+	n := r.nodes["n1"]
+	c := r.dial(n, 1)
+	a := handshakeWithin(c, 10*time.Second)
+
+	r.etcd.StopAll(t)
+	eventually(t, 10*time.Second, "the node to turn read-only", func() bool { return n.h.srv.Metrics().FleetState.Load() == 1 })
+	// The existing session still carries traffic both ways.
+	c.send(wire.TypeDataRequest, ping(a, inetHost, 1))
+	if got := n.h.written(5 * time.Second); netip.AddrFrom4([4]byte(got[12:16])) != a {
+		t.Fatalf("packet from the existing session not written to the TUN")
+	}
+	// A new client is refused, and counted.
+	refused := n.h.srv.Metrics().Refused(RefuseFleetUnavailable)
+	if b, ok := tryHandshake(r.dial(n, 2), 5*time.Second); ok {
+		t.Fatalf("a new client got %v while etcd was down", b)
+	}
+	if got := n.h.srv.Metrics().Refused(RefuseFleetUnavailable); got != refused+1 {
+		t.Fatalf("fleet_unavailable refusals: %d, want %d", got, refused+1)
+	}
+
+	start := time.Now()
+	r.etcd.StartAll(t)
+	eventually(t, 20*time.Second, "the node to take sessions again", func() bool { return n.h.srv.Metrics().FleetState.Load() == 0 })
+	b := handshakeWithin(r.dial(n, 3), 10*time.Second)
+	t.Logf("new sessions accepted %v after etcd started again", time.Since(start).Round(time.Millisecond))
+	if b == a {
+		t.Fatalf("the new client got the existing session's address %v", a)
+	}
+}
+
+func TestFleetGracefulLeaveLeavesNoKeys(t *testing.T) {
+	r := newFleetRig(t, "n1", "n2")
+	n2 := r.nodes["n2"]
+	for i := range 3 {
+		handshakeWithin(r.dial(n2, 10+i), 10*time.Second)
+	}
+	if got := len(r.etcd.Keys(t, r.prefix+"blocks/")); got == 0 {
+		t.Fatal("no block held after three sessions")
+	}
+	n2.h.closeWithin(10*time.Second, "engine Close hung")
+	if err := n2.fleet.Close(); err != nil {
+		t.Fatalf("leaving the fleet: %v", err)
+	}
+	// The node lease is revoked: registration and blocks go at once; the
+	// bindings stay for -grace, for clients moving to another node.
+	if keys := r.etcd.Keys(t, r.prefix+"blocks/"); len(keys) != 0 {
+		t.Errorf("blocks left after a graceful leave: %v", keys)
+	}
+	if keys := r.etcd.Keys(t, r.prefix+"nodes/"); fmt.Sprint(keys) != fmt.Sprint([]string{r.prefix + "nodes/n1"}) {
+		t.Errorf("nodes after n2 left: %v", keys)
+	}
+	if got := len(r.etcd.Keys(t, r.prefix+"addrs/")); got != 3 {
+		t.Errorf("bindings right after the leave: %d, want the 3 kept for -grace", got)
+	}
+}
