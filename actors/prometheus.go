@@ -15,6 +15,8 @@ type Collector struct {
 	icmpSent, icmpLimited                 *prometheus.Desc
 	fragmented, fragments                 *prometheus.Desc
 	poolReserved, reservationsRejected    *prometheus.Desc
+	fleetBlocks, fleetClaims, fleetState  *prometheus.Desc
+	fleetRenewFailures, etcdRTT           *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -46,6 +48,12 @@ func NewCollector(m *Metrics) *Collector {
 		poolReserved:  d("pool_reserved", "Addresses set aside by static reservations (leased to their client or not)."),
 		reservationsRejected: d("reservations_rejected_total",
 			"Static reservations refused (invalid or conflicting) or skipped by a reload of the reservations file."),
+		fleetBlocks: d("fleet_blocks", "Blocks of the pool this node holds in etcd (0 on a single node)."),
+		fleetClaims: d("fleet_claims", "Single-address (/32) claims this node holds in etcd (0 on a single node)."),
+		fleetState: d("fleet_state",
+			"Fleet state: 0 ok, 1 read-only (etcd cannot be reached safely: new sessions are refused, existing ones keep running)."),
+		fleetRenewFailures: d("fleet_lease_renew_failures_total", "Failed renewals of this node's etcd lease."),
+		etcdRTT:            d("etcd_rtt_seconds", "Round-trip time of the fleet's etcd requests and lease renewals."),
 	}
 }
 
@@ -53,7 +61,8 @@ func NewCollector(m *Metrics) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
 		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames,
-		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments, c.poolReserved, c.reservationsRejected} {
+		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments, c.poolReserved, c.reservationsRejected,
+		c.fleetBlocks, c.fleetClaims, c.fleetState, c.fleetRenewFailures, c.etcdRTT} {
 		ch <- d
 	}
 }
@@ -105,4 +114,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fragments, m.FragmentsCreated.Load())
 	gauge(c.poolReserved, float64(m.PoolReserved.Load()))
 	counter(c.reservationsRejected, m.ReservationsRejected.Load())
+	gauge(c.fleetBlocks, float64(m.FleetBlocks.Load()))
+	gauge(c.fleetClaims, float64(m.FleetClaims.Load()))
+	gauge(c.fleetState, float64(m.FleetState.Load()))
+	counter(c.fleetRenewFailures, m.FleetRenewFailures.Load())
+	buckets, count, sum = m.EtcdRTTHistogram()
+	ch <- prometheus.MustNewConstHistogram(c.etcdRTT, count, sum, buckets)
 }

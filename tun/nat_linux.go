@@ -48,6 +48,12 @@ type NATConfig struct {
 	// arriving from the TUN to it is answered with a TCP reset, whatever
 	// address the endpoint listens on.
 	AdminPort uint16
+	// TEMPORARY: replaced by the vxlan branch (fleet mode: the overlay
+	// device, its MTU, and whether client-to-client traffic across it is
+	// dropped).
+	Overlay        string
+	OverlayMTU     int
+	IsolateClients bool
 }
 
 // NAT is an installed nftables table; Close removes it so a stopped server

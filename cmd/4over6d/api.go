@@ -38,6 +38,9 @@ type console interface {
 	Unreserve(client netip.Addr) error
 	// Pool reports the pool's occupancy.
 	Pool() (actors.PoolStats, error)
+	// Fleet reports every node of the fleet (ErrNoFleet on a single
+	// node).
+	Fleet() (actors.FleetStatus, error)
 }
 
 var _ console = (*actors.Server)(nil)
@@ -126,6 +129,7 @@ func (a *admin) apiRoutes(mux *http.ServeMux) {
 		{"/api/v1/reservations", map[string]func(*http.Request) (int, any, error){"GET": a.listReservations}},
 		{"/api/v1/reservations/{client}", map[string]func(*http.Request) (int, any, error){"PUT": a.reserve, "DELETE": a.unreserve}},
 		{"/api/v1/pool", map[string]func(*http.Request) (int, any, error){"GET": a.poolStats}},
+		{"/api/v1/fleet", map[string]func(*http.Request) (int, any, error){"GET": a.fleet}},
 	}
 	for _, rt := range routes {
 		var allow []string
@@ -180,7 +184,7 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &ae):
 		status = ae.status
-	case errors.Is(err, actors.ErrNoSession), errors.Is(err, actors.ErrNoReservation):
+	case errors.Is(err, actors.ErrNoSession), errors.Is(err, actors.ErrNoReservation), errors.Is(err, actors.ErrNoFleet):
 		status = http.StatusNotFound
 	case errors.Is(err, actors.ErrBadReservation):
 		status = http.StatusBadRequest
@@ -311,6 +315,29 @@ func (a *admin) poolStats(*http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	return http.StatusOK, apiPool{Size: p.Size, Leased: p.Leased, Reserved: p.Reserved, Free: p.Free}, nil
+}
+
+// fleet answers GET /api/v1/fleet: the nodes sorted by name, lists that
+// are empty as [] rather than null. A single node answers 404, its error
+// naming -etcd.
+func (a *admin) fleet(*http.Request) (int, any, error) {
+	st, err := a.srv.Fleet()
+	if err != nil {
+		return 0, nil, err
+	}
+	nodes := make([]actors.FleetNode, 0, len(st.Nodes))
+	for _, n := range st.Nodes {
+		if n.Blocks == nil {
+			n.Blocks = []netip.Prefix{}
+		}
+		if n.Claims == nil {
+			n.Claims = []netip.Addr{}
+		}
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(x, y actors.FleetNode) int { return strings.Compare(x.Name, y.Name) })
+	st.Nodes = nodes
+	return http.StatusOK, st, nil
 }
 
 // decodeBody reads one JSON object into v: at most maxBody bytes (413),

@@ -28,7 +28,8 @@ type fakeEngine struct {
 	kick     actors.KickResult
 	reserved []messages.Static
 	pool     actors.PoolStats
-	err      error // returned by every console call when set
+	fleet    *actors.FleetStatus // nil: a single node (ErrNoFleet)
+	err      error               // returned by every console call when set
 
 	mu    sync.Mutex
 	calls []string
@@ -85,6 +86,16 @@ func (f *fakeEngine) Unreserve(client netip.Addr) error {
 }
 
 func (f *fakeEngine) Pool() (actors.PoolStats, error) { return f.pool, f.err }
+
+func (f *fakeEngine) Fleet() (actors.FleetStatus, error) {
+	switch {
+	case f.err != nil:
+		return actors.FleetStatus{}, f.err
+	case f.fleet == nil:
+		return actors.FleetStatus{}, actors.ErrNoFleet
+	}
+	return *f.fleet, nil
+}
 
 // testAdmin is an admin endpoint on a fake engine with its sampler
 // running on a tick channel the test drives.
@@ -325,4 +336,58 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return out.String()
+}
+
+// fleetOfTwo is a fleet as the engine reports it: nodes in no particular
+// order, lists it has none of left nil.
+func fleetOfTwo() *actors.FleetStatus {
+	return &actors.FleetStatus{Self: "n1", State: "ok", Pool: "192.0.2.0/24", Nodes: []actors.FleetNode{
+		{Name: "n2", Addr: netip.MustParseAddr("2001:db8:1::2"), UpSince: t0.Add(time.Minute),
+			Blocks: []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26")}, Claims: []netip.Addr{netip.MustParseAddr("192.0.2.7")}, Sessions: 2, Leased: 3},
+		{Name: "n1", Addr: netip.MustParseAddr("2001:db8:1::1"), UpSince: t0, Self: true},
+	}}
+}
+
+// TestAPIFleet checks GET /api/v1/fleet: the nodes sorted by name with []
+// for empty lists, a 404 naming -etcd on a single node, 503 when the
+// engine does not answer.
+func TestAPIFleet(t *testing.T) {
+	tests := []struct {
+		name, method string
+		eng          *fakeEngine
+		status       int
+		want         string // the body, or for errors a part of the message
+	}{
+		{"two nodes", "GET", &fakeEngine{fleet: fleetOfTwo()}, 200,
+			`{"self":"n1","state":"ok","pool":"192.0.2.0/24","nodes":[` +
+				`{"name":"n1","addr":"2001:db8:1::1","up_since":"2026-11-25T12:00:00Z","blocks":[],"claims":[],"sessions":0,"leased":0,"self":true},` +
+				`{"name":"n2","addr":"2001:db8:1::2","up_since":"2026-11-25T12:01:00Z","blocks":["192.0.2.64/26"],"claims":["192.0.2.7"],"sessions":2,"leased":3,"self":false}]}`},
+		{"read-only, no nodes", "GET", &fakeEngine{fleet: &actors.FleetStatus{Self: "n1", State: "read-only", Pool: "192.0.2.0/24"}}, 200,
+			`{"self":"n1","state":"read-only","pool":"192.0.2.0/24","nodes":[]}`},
+		{"single node", "GET", &fakeEngine{}, 404, "-etcd"},
+		{"engine silent", "GET", &fakeEngine{err: errors.New("failed to query 4over6d/pool: future: timeout")}, 503, "timeout"},
+		{"wrong method", "DELETE", &fakeEngine{fleet: fleetOfTwo()}, 405, "not allowed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ta := newTestAdmin(t, tc.eng, nil, nil)
+			status, hdr, body := ta.do(tc.method, "/api/v1/fleet", "")
+			if status != tc.status {
+				t.Fatalf("%s /api/v1/fleet = %d %s, want %d", tc.method, status, body, tc.status)
+			}
+			if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("Content-Type %q, want JSON", ct)
+			}
+			if status != http.StatusOK {
+				var e map[string]string
+				if err := json.Unmarshal([]byte(body), &e); err != nil || len(e) != 1 || !strings.Contains(e["error"], tc.want) {
+					t.Errorf("error body %q, want {\"error\": ...%s...}", body, tc.want)
+				}
+				return
+			}
+			if got := strings.TrimSpace(body); got != tc.want {
+				t.Errorf("body\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
 }

@@ -117,6 +117,8 @@ func TestTokenRules(t *testing.T) {
 		{"GET", "/api/v1/sessions", "Bearer nope", 403},
 		{"GET", "/api/v1/sessions", good, 200},
 		{"GET", "/api/v1/pool", good, 200},
+		{"GET", "/api/v1/fleet", "", 401},
+		{"GET", "/api/v1/fleet", good, 404}, // a single node
 		{"DELETE", "/api/v1/sessions/192.0.2.2", "", 401},
 		{"DELETE", "/api/v1/sessions/192.0.2.2", "Bearer nope", 403},
 		{"DELETE", "/api/v1/sessions/192.0.2.2", good, 200},
@@ -161,7 +163,7 @@ func TestTokenRules(t *testing.T) {
 	// Refusals are counted and the mutating ones logged; no call reached
 	// the engine without the token.
 	_, _, m := ta.do("GET", "/metrics", "")
-	for _, want := range []string{`fourover6d_admin_refused_total{reason="unauthorized"} 9`, `fourover6d_admin_refused_total{reason="forbidden"} 5`} {
+	for _, want := range []string{`fourover6d_admin_refused_total{reason="unauthorized"} 10`, `fourover6d_admin_refused_total{reason="forbidden"} 5`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grepLines(m, "admin_refused"))
 		}

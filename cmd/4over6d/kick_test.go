@@ -61,6 +61,9 @@ func TestConsoleCommands(t *testing.T) {
 		{"status", []string{"status", "-token-file", "TOKEN", "-json"}, nil, 0, "", ""},
 		{"status without token", []string{"status"}, nil, 1, "status: this admin endpoint needs Authorization: Bearer <token> (401 Unauthorized)", ""},
 		{"status extra argument", []string{"status", "now"}, nil, 2, "want 0 arguments", ""},
+		{"status fleet on a single node", []string{"status", "-token-file", "TOKEN", "-fleet"}, nil, 1,
+			"status: not in a fleet (no -etcd) (404 Not Found)", ""},
+		{"status fleet without token", []string{"status", "-fleet"}, nil, 1, "(401 Unauthorized)", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,5 +106,38 @@ func TestConsoleCommandUnreachable(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"kick", "-admin", addr, "192.0.2.2"}, &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "failed to reach") {
 		t.Fatalf("exit %d, stderr %q; want 1 and that the endpoint was not reached", code, stderr.String())
+	}
+}
+
+// TestStatusFleet runs `status -fleet` against the real handlers: the
+// table with this node marked, and with -json the API's answer as served.
+func TestStatusFleet(t *testing.T) {
+	token := writeTokenFile(t, testToken+"\n", 0o600)
+	ta := newTestAdmin(t, &fakeEngine{fleet: fleetOfTwo()}, []byte(testToken), nil)
+	hs := httptest.NewServer(ta.h)
+	defer hs.Close()
+	_, _, api := ta.do("GET", "/api/v1/fleet", "", "Authorization", "Bearer "+testToken)
+	tests := []struct {
+		name string
+		args []string
+		want []string // lines (or for -json the whole output) stdout must hold
+	}{
+		{"table", nil, []string{"fleet: 192.0.2.0/24", "  state: ok", "  this node: n1", "  nodes: 2",
+			"* n1    2001:db8:1::1", "  n2    2001:db8:1::2"}},
+		{"json", []string{"-json"}, []string{api}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"status", "-admin", strings.TrimPrefix(hs.URL, "http://"), "-token-file", token, "-fleet"}, tc.args...)
+			if code := run(args, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
+				}
+			}
+		})
 	}
 }

@@ -94,13 +94,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if o.offload && !offloadOn {
 		log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
 	}
-	nat, err := setupNAT(o, log)
+	host, err := setupHost(o, log)
 	if err != nil {
 		return err
 	}
-	if nat != nil {
-		defer closeLogged(log, "NAT table", nat.Close)
-	}
+	defer host.close(log)
 	// The protocol has its own heartbeats; TCP keep-alives would only add
 	// system calls to every connection.
 	lc := net.ListenConfig{KeepAlive: -1}
@@ -108,7 +106,17 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", o.listen, err)
 	}
-	srv, err := actors.Start(engineConfig(o, ln, dev, log))
+	cfg := engineConfig(o, ln, dev, log)
+	if o.inFleet() {
+		if cfg.Fleet, err = joinFleet(ctx, o, host.overlay, dev, log); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		// After the engine has stopped (serve closes it before it
+		// returns) and before the overlay goes.
+		defer closeLogged(log, "this node from the fleet", cfg.Fleet.Close)
+	}
+	srv, err := actors.Start(cfg)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -205,10 +213,16 @@ func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger)
 // setupNAT installs the server's nftables table: the MSS clamp for the
 // TUN's MTU, the filter that closes the admin port to the TUN and, unless
 // -nat off, the masquerade of the pool (-nat auto: out of any interface but
-// the TUN, so it follows the default route when that moves).
-func setupNAT(o *options, log *slog.Logger) (*tun.NAT, error) {
+// the TUN, so it follows the default route when that moves). On a fleet
+// node (overlay not nil) the table also covers the VXLAN device: its MTU,
+// and with -client-to-client=false the isolation of clients across nodes,
+// whose traffic goes through the kernel, never through the engine.
+func setupNAT(o *options, overlay *tun.VXLAN, log *slog.Logger) (*tun.NAT, error) {
 	cfg := tun.NATConfig{Table: natTable, Pool: o.pool, TUN: o.tun, MTU: o.mtu, AdminPort: o.adminPort,
 		Masquerade: o.nat != "off"}
+	if overlay != nil {
+		cfg.Overlay, cfg.OverlayMTU, cfg.IsolateClients = overlay.Name(), overlay.MTU(), !o.clientToClient
+	}
 	masquerade, err := natEgress(o, &cfg, log)
 	if err != nil {
 		return nil, err
@@ -223,6 +237,9 @@ func setupNAT(o *options, log *slog.Logger) (*tun.NAT, error) {
 	attrs := []any{slog.String("table", natTable), slog.Int("tcp_mss_clamp", o.mtu-40)}
 	if o.adminPort != 0 {
 		attrs = append(attrs, slog.Int("admin_port_closed_to_tun", int(o.adminPort)))
+	}
+	if overlay != nil {
+		attrs = append(attrs, slog.String("overlay", cfg.Overlay), slog.Bool("clients_isolated_across_nodes", cfg.IsolateClients))
 	}
 	log.Info("nftables table installed", attrs...)
 	return nat, nil

@@ -67,6 +67,7 @@ type options struct {
 	resolv           []string // where the default DNS list comes from
 	dnsNote          string   // why the default DNS list is not simply resolv.conf's, for a warning
 	log              logflag.Options
+	fleet            fleetOptions // options_fleet.go; empty on a single node
 }
 
 // usageError marks errors that are the user's to fix (exit code 2).
@@ -84,6 +85,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 		o                                          options
 		pool, dns, route, level, format, rateLimit string
 		allow                                      string
+		fleet                                      fleetFlags
 	)
 	fs.StringVar(&o.listen, "listen", defaultListen, "TCP address to accept clients on")
 	fs.StringVar(&o.admin, "admin", defaultAdmin, "address of the admin HTTP endpoint (/metrics, /status, /healthz, /api/v1/), or off; off loopback it needs -admin-token-file")
@@ -110,6 +112,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin endpoint")
 	fs.BoolVar(&o.offload, "offload", true, "use TUN checksum and TCP segmentation offload (64 KiB reads and writes); off: one packet per system call")
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
+	fleet.register(fs)
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&format, "log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -118,8 +121,11 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	checks := []func() error{
 		func() error { return parsePool(pool, &o.pool) },
+		func() (err error) { o.fleet, err = fleet.parse(set, o.listen, o.pool); return err },
 		func() (err error) {
 			o.dnsFlag, o.resolv = dns, resolv
 			o.dnsNote, err = parseDNS(dns, resolv, &o.dns)

@@ -42,6 +42,8 @@ func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
 		{[]string{"-rate-limit", "8"}, "forget the unit"},
 		{[]string{"-rate-limit", "7999bit"}, "-rate-limit"},
 		{[]string{"-rate-limit", "2000gbit"}, "-rate-limit"},
+		{[]string{"-node", "n1"}, "need -etcd"},
+		{[]string{"-etcd", "http://[2001:db8::10]:2379"}, "-node-addr is needed"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

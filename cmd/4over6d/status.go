@@ -7,13 +7,17 @@ import (
 	"net/http"
 	"text/tabwriter"
 	"time"
+
+	"github.com/4over6d/4over6d/actors"
 )
 
-// runStatus is `4over6d status`: it reads /status from a running server's
-// admin endpoint and prints it like `wg show`, or passes the JSON through.
+// runStatus is `4over6d status`: it reads /status (with -fleet,
+// /api/v1/fleet) from a running server's admin endpoint and prints it like
+// `wg show`, or passes the JSON through.
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	c := newCommand("status", "[-admin ADDR] [-token-file F] [-json]", stdout, stderr)
+	c := newCommand("status", "[-admin ADDR] [-token-file F] [-json] [-fleet]", stdout, stderr)
 	raw := c.fs.Bool("json", false, "print the JSON as served")
+	fleet := c.fs.Bool("fleet", false, "show the nodes of the fleet this server is one of (-etcd) instead of its sessions")
 	if _, code, ok := c.parse(args, 0); !ok {
 		return code
 	}
@@ -21,13 +25,26 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	body, err := cl.send(http.MethodGet, "/status", nil)
+	path := "/status"
+	if *fleet {
+		path = "/api/v1/fleet"
+	}
+	body, err := cl.send(http.MethodGet, path, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "4over6d status: %v\n", err)
 		return 1
 	}
 	if *raw {
 		_, _ = stdout.Write(body)
+		return 0
+	}
+	if *fleet {
+		var st actors.FleetStatus
+		if err := json.Unmarshal(body, &st); err != nil {
+			fmt.Fprintf(stderr, "4over6d status: bad answer from %s: %v\n", c.cf.admin, err)
+			return 1
+		}
+		printFleet(stdout, &st, time.Now())
 		return 0
 	}
 	var doc statusDoc
