@@ -190,7 +190,7 @@ func (a *fleetAgent) keep() {
 	ttl := a.f.cfg.TTL
 	every := max(ttl/3, 300*time.Millisecond)
 	lastNode, lastBind := time.Time{}, time.Now()
-	readOnly, warned := true, false
+	readOnly, warned, told := true, false, false
 	for {
 		l := a.f.leases.Load()
 		if okAt, ok := a.renew(l.node, "node", func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
@@ -200,8 +200,8 @@ func (a *fleetAgent) keep() {
 			lastBind, warned = okAt, false
 		}
 		now := time.Now()
-		if ro := lastNode.IsZero() || now.Sub(lastNode) > ttl/2; ro != readOnly {
-			readOnly = ro
+		if ro := lastNode.IsZero() || now.Sub(lastNode) > ttl/2; ro != readOnly || !told {
+			readOnly, told = ro, true
 			a.send(&fleetHealth{ReadOnly: ro})
 		}
 		if !warned && now.Sub(lastBind) > l.bindTTL-ttl {
@@ -216,7 +216,7 @@ func (a *fleetAgent) keep() {
 
 // renew sends one keep-alive; it reports when the successful one was sent.
 func (a *fleetAgent) renew(id clientv3.LeaseID, which string, lost func()) (time.Time, bool) {
-	ctx, cancel := context.WithTimeout(a.ctx, a.f.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(a.ctx, max(a.f.cfg.TTL/3, 300*time.Millisecond))
 	defer cancel()
 	start := time.Now()
 	_, err := a.f.cli.KeepAliveOnce(ctx, id)

@@ -49,7 +49,8 @@ type FleetConfig struct {
 	// DataPlane programs routes to other nodes (the VXLAN device); nil in
 	// unit tests that only look at the address plan.
 	DataPlane DataPlane
-	// DialTimeout bounds each etcd request; 0 means TTL/3.
+	// DialTimeout bounds each etcd request but the lease renewals (which
+	// take at most TTL/3); 0 means the larger of TTL/3 and 5 s.
 	DialTimeout time.Duration
 	// Dialer, if set, opens the TCP connections to etcd (tests dial from
 	// inside a network namespace).

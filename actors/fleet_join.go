@@ -51,7 +51,9 @@ func (c FleetConfig) withDefaults() FleetConfig {
 		c.Grace = DefaultGrace
 	}
 	if c.DialTimeout == 0 {
-		c.DialTimeout = c.TTL / 3
+		// A transaction that commits late is still right (etcd decides),
+		// so requests may wait longer than the renewals, which must not.
+		c.DialTimeout = max(c.TTL/3, 5*time.Second)
 	}
 	if c.SourcePrefix == 0 {
 		c.SourcePrefix = DefaultSourcePrefix

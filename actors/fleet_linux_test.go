@@ -24,6 +24,7 @@ type fleetRig struct {
 	etcd   *fleettest.Cluster
 	nodes  map[string]*fleetNode
 	prefix string
+	grace  time.Duration
 }
 
 type fleetNode struct {
@@ -35,9 +36,13 @@ type fleetNode struct {
 const rigTTL = 2 * time.Second
 
 func newFleetRig(t *testing.T, names ...string) *fleetRig {
+	return newFleetRigGrace(t, 30*time.Second, names...)
+}
+
+func newFleetRigGrace(t *testing.T, grace time.Duration, names ...string) *fleetRig {
 	t.Helper()
 	fab := fleettest.NewFabric(t, "afl")
-	r := &fleetRig{t: t, fab: fab, etcd: fleettest.StartCluster(t, fab, 1), nodes: make(map[string]*fleetNode), prefix: "/t/"}
+	r := &fleetRig{t: t, fab: fab, etcd: fleettest.StartCluster(t, fab, 1), nodes: make(map[string]*fleetNode), prefix: "/t/", grace: grace}
 	for i := range 40 {
 		fab.Hub.Run(t, "ip", "addr", "add", clientAddr(i).String()+"/128", "dev", "lo")
 	}
@@ -57,7 +62,7 @@ func (r *fleetRig) join(name string) *Fleet {
 	defer cancel()
 	f, err := JoinFleet(ctx, FleetConfig{Endpoints: r.etcd.Endpoints(), Node: name,
 		NodeAddr: netip.MustParseAddr("2001:db8:f::a1"), Pool: testPool, BlockBits: 28, TTL: rigTTL,
-		Prefix: r.prefix, Grace: 30 * time.Second, Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
+		Prefix: r.prefix, Grace: r.grace, Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
 			return r.fab.DialContext(ctx, "tcp", addr)
 		}})
 	if err != nil {
@@ -74,7 +79,7 @@ func (r *fleetRig) start(name string) *fleetNode {
 	if err := r.fab.Hub.Do(func() (err error) { ln, err = net.Listen("tcp6", "[::1]:0"); return err }); err != nil {
 		r.t.Fatalf("listen in the hub: %v", err)
 	}
-	h := newHarness(r.t, func(c *Config) { c.Listener, c.Fleet, c.Grace = ln, f, 30*time.Second })
+	h := newHarness(r.t, func(c *Config) { c.Listener, c.Fleet, c.Grace = ln, f, r.grace })
 	n := &fleetNode{name: name, h: h, fleet: f}
 	r.nodes[name] = n
 	return n
@@ -272,5 +277,27 @@ func TestFleetGracefulLeaveLeavesNoKeys(t *testing.T) {
 	}
 	if got := len(r.etcd.Keys(t, r.prefix+"addrs/")); got != 3 {
 		t.Errorf("bindings right after the leave: %d, want the 3 kept for -grace", got)
+	}
+}
+
+func TestFleetBindingsAndBlocksGoAfterGrace(t *testing.T) {
+	const grace = 3 * time.Second
+	r := newFleetRigGrace(t, grace, "n1")
+	c := r.dial(r.nodes["n1"], 1)
+	handshakeWithin(c, 10*time.Second)
+	if got := r.etcd.CountKeys(t, r.prefix+"addrs/"); got != 1 {
+		t.Fatalf("bindings with one session: %d, want 1", got)
+	}
+	_ = c.conn.Close()
+	// The binding waits out -grace after the session, then goes; the
+	// empty block goes -grace after that.
+	eventually(t, grace+10*time.Second, "the binding to go after -grace", func() bool {
+		return r.etcd.CountKeys(t, r.prefix+"addrs/") == 0 && r.etcd.CountKeys(t, r.prefix+"clients/") == 0
+	})
+	eventually(t, grace+10*time.Second, "the empty block to be given back", func() bool {
+		return r.etcd.CountKeys(t, r.prefix+"blocks/") == 0
+	})
+	if keys := r.etcd.Keys(t, r.prefix); fmt.Sprint(keys) != fmt.Sprint([]string{r.prefix + "config", r.prefix + "nodes/n1"}) {
+		t.Errorf("keys left: %v, want only the plan and the node", keys)
 	}
 }

@@ -461,7 +461,8 @@ func (p *AddressPool) onBound(ctx actor.Context, w *fleetWait, op *fleetOp) {
 // next decision does not wait for the watch.
 func (p *AddressPool) noteBinding(op *fleetOp, node string) {
 	v := p.fl.view
-	v.bindings[op.addr] = binding{bindingRecord: bindingRecord{Node: node, Client: op.client.String()}, client: op.client, modRev: op.rev}
+	v.bindings[op.addr] = binding{bindingRecord: bindingRecord{Node: node, Client: op.client.String()}, client: op.client, modRev: op.rev,
+		lease: int64(p.fl.f.leases.Load().bind)}
 	v.clients[op.src] = clientEntry{addr: op.addr, modRev: op.rev}
 	if op.cleanup.IsValid() {
 		delete(v.clients, op.cleanup)
@@ -646,8 +647,12 @@ func (p *AddressPool) onFleetTick(ctx actor.Context) {
 // reservation keeps any more.
 func (p *AddressPool) sweepBindings(ctx actor.Context, now time.Time) {
 	fl := p.fl
+	current := int64(fl.f.leases.Load().bind)
 	for addr, b := range fl.view.bindings {
-		if b.Node != fl.me || fl.pending[addr] || p.inUse(addr, now) {
+		// A binding under an earlier process's lease (a restart under the
+		// same name) is left to run out with that lease: its client may
+		// still come back here, or to another node.
+		if b.Node != fl.me || b.lease != current || fl.pending[addr] || p.inUse(addr, now) {
 			continue
 		}
 		fl.pending[addr] = true
