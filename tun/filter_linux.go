@@ -2,6 +2,7 @@ package tun
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -30,16 +31,35 @@ func clampedMSS(mtu int) uint16 { return uint16(mtu - ipv4TCPHeaders) }
 // addForwardChain holds the MSS clamp for SYNs (and SYN-ACKs) entering and
 // leaving by the TUN: without it, a client whose TUN MTU is larger than
 // the server's, or an internet host behind a 1500-byte link, announces an
-// MSS whose full-sized segments the server's TUN drops.
-func addForwardChain(conn *nftables.Conn, table *nftables.Table, tun string, mss uint16) {
+// MSS whose full-sized segments the server's TUN drops. In a fleet it
+// also clamps SYNs leaving by the overlay, whose MTU is the underlay's
+// minus the VXLAN headers (those entering by it leave by the TUN and are
+// clamped there), and, when clients are isolated, drops what crosses
+// between the TUN and the overlay before anything else.
+func addForwardChain(conn *nftables.Conn, table *nftables.Table, cfg NATConfig) {
 	chain := addFilterChain(conn, table, "forward", nftables.ChainHookForward)
-	for _, key := range []expr.MetaKey{expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME} {
-		conn.AddRule(&nftables.Rule{
-			Table: table,
-			Chain: chain,
-			Exprs: append(matchInterface(key, expr.CmpOpEq, tun), clampMSS(mss)...),
-		})
+	add := func(exprs ...[]expr.Any) {
+		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: slices.Concat(exprs...)})
 	}
+	if cfg.Overlay != "" && cfg.IsolateClients {
+		add(dropBetween(cfg.TUN, cfg.Overlay))
+		add(dropBetween(cfg.Overlay, cfg.TUN))
+	}
+	mss := clampedMSS(cfg.MTU)
+	add(matchInterface(expr.MetaKeyIIFNAME, expr.CmpOpEq, cfg.TUN), clampMSS(mss))
+	add(matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, cfg.TUN), clampMSS(mss))
+	if cfg.Overlay != "" {
+		add(matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, cfg.Overlay), clampMSS(clampedMSS(cfg.OverlayMTU)))
+	}
+}
+
+// dropBetween is `iifname IN oifname OUT drop`.
+func dropBetween(in, out string) []expr.Any {
+	return slices.Concat(
+		matchInterface(expr.MetaKeyIIFNAME, expr.CmpOpEq, in),
+		matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, out),
+		[]expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}},
+	)
 }
 
 // addFilterChain adds a base chain of filter type and priority with policy

@@ -64,15 +64,16 @@ func configureLink(links *netlink.Handle, index int, name string, cfg Config) er
 	return nil
 }
 
-// disableIPv6 stops the kernel from giving the TUN a link-local address and
-// sending router solicitations and MLD reports into the IPv4-only tunnel.
+// disableIPv6 stops the kernel from giving the TUN (or the VXLAN) a
+// link-local address and sending router solicitations and MLD reports into
+// the IPv4-only tunnel.
 // The sysctl is resolved in the calling thread's network namespace; a
 // kernel without IPv6 has no such file, which is fine.
 func disableIPv6(name string) error {
 	path := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
 	err := setSysctl(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("failed to disable IPv6 on TUN %s: %w", name, err)
+		return fmt.Errorf("failed to disable IPv6 on %s: %w", name, err)
 	}
 	return nil
 }

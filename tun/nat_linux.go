@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,11 +49,16 @@ type NATConfig struct {
 	// arriving from the TUN to it is answered with a TCP reset, whatever
 	// address the endpoint listens on.
 	AdminPort uint16
-	// TEMPORARY: replaced by the vxlan branch (fleet mode: the overlay
-	// device, its MTU, and whether client-to-client traffic across it is
-	// dropped).
-	Overlay        string
-	OverlayMTU     int
+	// Overlay is the name of the node's VXLAN device in a fleet, empty on
+	// a single node. Traffic leaving by it goes to a client of another
+	// node, so it is never masqueraded, and TCP SYNs leaving by it get
+	// their MSS clamped to OverlayMTU-40.
+	Overlay string
+	// OverlayMTU is the overlay's MTU (VXLAN.MTU); required with Overlay.
+	OverlayMTU int
+	// IsolateClients drops forwarding between the TUN and the overlay in
+	// both directions, so that turning client-to-client traffic off also
+	// holds between clients of different nodes. Only with Overlay.
 	IsolateClients bool
 }
 
@@ -72,13 +78,18 @@ type NAT struct {
 //     tcp option maxseg size set MSS` and the same for `oifname TUN`,
 //     where MSS is cfg.MTU-40: a fixed value, because the route MTU
 //     (`rt mtu`) of a client's SYN leaving by a 1500-byte uplink would
-//     not clamp it to the TUN;
+//     not clamp it to the TUN; with cfg.Overlay, the same for `oifname
+//     OVERLAY` with cfg.OverlayMTU-40, and before the clamps, if
+//     cfg.IsolateClients is set, `iifname TUN oifname OVERLAY drop` and
+//     `iifname OVERLAY oifname TUN drop`;
 //   - if cfg.AdminPort is set, chain input (filter hook, priority filter,
 //     policy accept) with `iifname TUN tcp dport AdminPort reject with tcp
 //     reset`;
 //   - if cfg.Masquerade is set, chain postrouting (nat hook, priority
-//     srcnat) with `ip saddr Pool oifname != TUN masquerade`, or
-//     `oifname Egress` instead when cfg.Egress is set.
+//     srcnat) with `ip saddr Pool oifname != TUN masquerade` (and
+//     `oifname != OVERLAY` with cfg.Overlay: other nodes' clients see the
+//     client's own address), or `oifname Egress` instead when cfg.Egress
+//     is set.
 //
 // A table of the same name left by a killed server is replaced in the same
 // transaction, so a restart is clean and never runs with half a ruleset.
@@ -97,12 +108,12 @@ func SetupNAT(cfg NATConfig) (*NAT, error) {
 	}
 	table := natTable(cfg.Table)
 	replaceTable(conn, table)
-	addForwardChain(conn, table, cfg.TUN, clampedMSS(cfg.MTU))
+	addForwardChain(conn, table, cfg)
 	if cfg.AdminPort != 0 {
 		addInputChain(conn, table, cfg.TUN, cfg.AdminPort)
 	}
 	if cfg.Masquerade {
-		addMasqueradeChain(conn, table, cfg.Pool, cfg.TUN, cfg.Egress)
+		addMasqueradeChain(conn, table, cfg)
 	}
 	if err := conn.Flush(); err != nil {
 		conn.CloseLasting()
@@ -125,6 +136,26 @@ func (cfg NATConfig) validate() error {
 		return fmt.Errorf("failed to set up NAT: egress %q given without masquerading", cfg.Egress)
 	case cfg.Egress == cfg.TUN:
 		return fmt.Errorf("failed to set up NAT: egress %q is the TUN itself", cfg.Egress)
+	}
+	return cfg.validateOverlay()
+}
+
+func (cfg NATConfig) validateOverlay() error {
+	switch {
+	case cfg.Overlay == "" && cfg.OverlayMTU != 0:
+		return fmt.Errorf("failed to set up NAT: overlay MTU %d given without an overlay", cfg.OverlayMTU)
+	case cfg.Overlay == "" && cfg.IsolateClients:
+		return errors.New("failed to set up NAT: client isolation between nodes asked for without an overlay")
+	case cfg.Overlay == "":
+		return nil
+	case len(cfg.Overlay) >= unix.IFNAMSIZ:
+		return fmt.Errorf("failed to set up NAT: overlay name %q is longer than %d bytes", cfg.Overlay, unix.IFNAMSIZ-1)
+	case cfg.Overlay == cfg.TUN:
+		return fmt.Errorf("failed to set up NAT: overlay %q is the TUN itself", cfg.Overlay)
+	case cfg.Overlay == cfg.Egress:
+		return fmt.Errorf("failed to set up NAT: egress %q is the overlay", cfg.Egress)
+	case cfg.OverlayMTU < minMTU || cfg.OverlayMTU > MaxPacket:
+		return fmt.Errorf("failed to set up NAT: overlay MTU %d is outside %d..%d", cfg.OverlayMTU, minMTU, MaxPacket)
 	}
 	return nil
 }
@@ -182,9 +213,9 @@ func deleteTable(conn *nftables.Conn, table *nftables.Table) error {
 	return nil
 }
 
-// addMasqueradeChain masquerades the pool out of egress, or out of every
-// interface but the TUN when egress is empty.
-func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.Prefix, tun, egress string) {
+// addMasqueradeChain masquerades the pool out of cfg.Egress, or out of
+// every interface but the TUN and the overlay when it is empty.
+func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, cfg NATConfig) {
 	chain := conn.AddChain(&nftables.Chain{
 		Name:     "postrouting",
 		Table:    table,
@@ -192,11 +223,16 @@ func addMasqueradeChain(conn *nftables.Conn, table *nftables.Table, pool netip.P
 		Hooknum:  nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
 	})
-	out := matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, tun)
-	if egress != "" {
-		out = matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, egress)
+	exprs := matchSource(cfg.Pool)
+	switch {
+	case cfg.Egress != "":
+		exprs = append(exprs, matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpEq, cfg.Egress)...)
+	case cfg.Overlay != "":
+		exprs = append(exprs, matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, cfg.TUN)...)
+		exprs = append(exprs, matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, cfg.Overlay)...)
+	default:
+		exprs = append(exprs, matchInterface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, cfg.TUN)...)
 	}
-	exprs := append(matchSource(pool), out...)
 	conn.AddRule(&nftables.Rule{
 		Table: table,
 		Chain: chain,

@@ -33,6 +33,19 @@ var testClamp = chainDump{
 	},
 }
 
+// overlayClamp adds the clamp for an overlay of MTU 1430 to testClamp.
+var overlayClamp = chainDump{
+	hook: "forward", priority: 0, policy: "accept",
+	rules: append(slices.Clone(testClamp.rules),
+		"oifname vx4o6 tcp flags & 0x02 != 0x00 tcp option maxseg size > 1390 tcp option maxseg size set 1390"),
+}
+
+// isolated is overlayClamp behind the drops between TUN and overlay.
+var isolated = chainDump{
+	hook: "forward", priority: 0, policy: "accept",
+	rules: append([]string{"iifname tun4o6 oifname vx4o6 drop", "iifname vx4o6 oifname tun4o6 drop"}, overlayClamp.rules...),
+}
+
 func TestSetupNATInstallsTable(t *testing.T) {
 	adminFilter := chainDump{
 		hook: "input", priority: 0, policy: "accept",
@@ -68,6 +81,30 @@ func TestSetupNATInstallsTable(t *testing.T) {
 			},
 		},
 		{
+			name:  "fleet: masquerade out of any interface but the TUN and the overlay",
+			cfg:   NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Overlay: testVXLAN, OverlayMTU: 1430},
+			table: DefaultNATTable,
+			chains: map[string]chainDump{
+				"forward":     overlayClamp,
+				"postrouting": masquerade("ip saddr 192.0.2.0/24 oifname != tun4o6 oifname != vx4o6 masquerade"),
+			},
+		},
+		{
+			name:  "fleet: masquerade out of one interface, clients isolated",
+			cfg:   NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "eth4o6", Overlay: testVXLAN, OverlayMTU: 1430, IsolateClients: true},
+			table: DefaultNATTable,
+			chains: map[string]chainDump{
+				"forward":     isolated,
+				"postrouting": masquerade("ip saddr 192.0.2.0/24 oifname eth4o6 masquerade"),
+			},
+		},
+		{
+			name:   "fleet: routed pool, clients isolated",
+			cfg:    NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: testVXLAN, OverlayMTU: 1430, IsolateClients: true},
+			table:  DefaultNATTable,
+			chains: map[string]chainDump{"forward": isolated},
+		},
+		{
 			name:   "routed pool, admin off, custom table",
 			cfg:    NATConfig{Table: "four6-test", Pool: testPool, TUN: testTUN, MTU: testMTU},
 			table:  "four6-test",
@@ -98,6 +135,23 @@ func TestNFTReadsTheRules(t *testing.T) {
 		`oifname "tun4o6" tcp flags syn tcp option maxseg size > 1360 tcp option maxseg size set 1360`,
 		`iifname "tun4o6" tcp dport 9604 reject with tcp reset`,
 		`ip saddr 192.0.2.0/24 oifname != "tun4o6" masquerade`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("nft list ruleset ip lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestNFTReadsTheOverlayRules is TestNFTReadsTheRules for a fleet node.
+func TestNFTReadsTheOverlayRules(t *testing.T) {
+	ns := netnstest.New(t, "nat-nft-overlay")
+	setupNAT(t, ns, NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Overlay: testVXLAN, OverlayMTU: 1430, IsolateClients: true})
+	out := ns.Run(t, "nft", "list", "ruleset", "ip")
+	for _, want := range []string{
+		`iifname "tun4o6" oifname "vx4o6" drop`,
+		`iifname "vx4o6" oifname "tun4o6" drop`,
+		`oifname "vx4o6" tcp flags syn tcp option maxseg size > 1390 tcp option maxseg size set 1390`,
+		`ip saddr 192.0.2.0/24 oifname != "tun4o6" oifname != "vx4o6" masquerade`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list ruleset ip lacks %q:\n%s", want, out)
@@ -179,6 +233,15 @@ func TestNATConfigValidate(t *testing.T) {
 		{"long egress", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "a-name-too-long-x"}, "egress name"},
 		{"egress without masquerade", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Egress: "eth0"}, "without masquerading"},
 		{"egress is the TUN", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: testTUN}, "TUN itself"},
+		{"valid overlay", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: testVXLAN, OverlayMTU: 1430, IsolateClients: true}, ""},
+		{"valid overlay, named egress", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: "eth0", Overlay: testVXLAN, OverlayMTU: 1430}, ""},
+		{"overlay without MTU", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: testVXLAN}, "overlay MTU 0"},
+		{"overlay MTU too large", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: testVXLAN, OverlayMTU: MaxPacket + 1}, "overlay MTU 65536"},
+		{"overlay MTU without overlay", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, OverlayMTU: 1430}, "without an overlay"},
+		{"isolation without overlay", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, IsolateClients: true}, "without an overlay"},
+		{"long overlay name", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: "a-name-too-long-x", OverlayMTU: 1430}, "overlay name"},
+		{"overlay is the TUN", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Overlay: testTUN, OverlayMTU: 1430}, "TUN itself"},
+		{"egress is the overlay", NATConfig{Pool: testPool, TUN: testTUN, MTU: testMTU, Masquerade: true, Egress: testVXLAN, Overlay: testVXLAN, OverlayMTU: 1430}, "is the overlay"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.validate()
