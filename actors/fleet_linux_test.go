@@ -43,7 +43,7 @@ func newFleetRigGrace(t *testing.T, grace time.Duration, names ...string) *fleet
 	t.Helper()
 	fab := fleettest.NewFabric(t, "afl")
 	r := &fleetRig{t: t, fab: fab, etcd: fleettest.StartCluster(t, fab, 1), nodes: make(map[string]*fleetNode), prefix: "/t/", grace: grace}
-	for i := range 40 {
+	for i := range 48 {
 		fab.Hub.Run(t, "ip", "addr", "add", clientAddr(i).String()+"/128", "dev", "lo")
 	}
 	for _, n := range names {
@@ -57,14 +57,18 @@ func clientAddr(i int) netip.Addr {
 }
 
 func (r *fleetRig) join(name string) *Fleet {
+	return r.joinVia(name, func(ctx context.Context, addr string) (net.Conn, error) {
+		return r.fab.DialContext(ctx, "tcp", addr)
+	})
+}
+
+func (r *fleetRig) joinVia(name string, dial func(ctx context.Context, addr string) (net.Conn, error)) *Fleet {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	f, err := JoinFleet(ctx, FleetConfig{Endpoints: r.etcd.Endpoints(), Node: name,
 		NodeAddr: netip.MustParseAddr("2001:db8:f::a1"), Pool: testPool, BlockBits: 28, TTL: rigTTL,
-		Prefix: r.prefix, Grace: r.grace, Dialer: func(ctx context.Context, addr string) (net.Conn, error) {
-			return r.fab.DialContext(ctx, "tcp", addr)
-		}})
+		Prefix: r.prefix, Grace: r.grace, Dialer: dial})
 	if err != nil {
 		r.t.Fatalf("JoinFleet %s: %v", name, err)
 	}
@@ -73,7 +77,11 @@ func (r *fleetRig) join(name string) *Fleet {
 
 func (r *fleetRig) start(name string) *fleetNode {
 	r.t.Helper()
-	f := r.join(name)
+	return r.startWith(name, r.join(name))
+}
+
+func (r *fleetRig) startWith(name string, f *Fleet) *fleetNode {
+	r.t.Helper()
 	r.t.Cleanup(func() { _ = f.Close() }) // after the engine's Close (cleanups run last-in first-out)
 	var ln net.Listener
 	if err := r.fab.Hub.Do(func() (err error) { ln, err = net.Listen("tcp6", "[::1]:0"); return err }); err != nil {

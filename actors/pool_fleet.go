@@ -83,6 +83,7 @@ type poolFleet struct {
 	releases map[netip.Addr]bool       // block releases in flight
 	empty    map[netip.Addr]time.Time  // our blocks with nothing in them, since
 	claiming bool                      // a block claim is in flight
+	fixing   map[netip.Addr]bool       // claims and binds for live sessions in flight (reconcile)
 	plane    string                    // the data plane last programmed, as text
 	numbers  [2]int                    // last published sessions, leased
 	numbered time.Time
@@ -93,7 +94,7 @@ func (p *AddressPool) startFleet(ctx actor.Context) {
 	f := p.cfg.Fleet
 	fl := &poolFleet{f: f, me: f.cfg.Node, view: newFleetView(f.keys, f.cfg.BlockBits),
 		waits: make(map[string]*fleetWait), handing: make(map[netip.Addr]moveRecord),
-		pending: make(map[netip.Addr]bool), releases: make(map[netip.Addr]bool), empty: make(map[netip.Addr]time.Time)}
+		pending: make(map[netip.Addr]bool), fixing: make(map[netip.Addr]bool), releases: make(map[netip.Addr]bool), empty: make(map[netip.Addr]time.Time)}
 	p.fl = fl
 	p.alloc.usable = fl.usable
 	self, sys := ctx.Self(), ctx.ActorSystem()
@@ -379,7 +380,13 @@ func (p *AddressPool) onFleetOp(ctx actor.Context, op *fleetOp) {
 	case opClaimBlock:
 		p.onBlockClaimed(ctx, op)
 	case opBind:
+		if w == nil {
+			p.onFixed(ctx, op)
+			return
+		}
 		p.onBound(ctx, w, op)
+	case opClaim:
+		p.onFixed(ctx, op)
 	case opTakeover:
 		p.onTakenOver(ctx, w, op)
 	case opRead:
@@ -457,6 +464,28 @@ func (p *AddressPool) onBound(ctx actor.Context, w *fleetWait, op *fleetOp) {
 	}
 }
 
+// onFixed ends a reconcile transaction. A claim or bind refused means
+// another node holds the address now: the next reconcile, on the watch's
+// news, closes the session; an etcd error is retried then too.
+func (p *AddressPool) onFixed(ctx actor.Context, op *fleetOp) {
+	fl := p.fl
+	delete(fl.fixing, op.addr)
+	switch {
+	case op.err != nil:
+		if op.kind == opClaim && fl.view.claims[op.addr] == fl.me {
+			delete(fl.view.claims, op.addr)
+		}
+	case op.ok && op.kind == opBind:
+		p.noteBinding(op, fl.me)
+	case !op.ok && op.kind == opClaim:
+		delete(fl.view.claims, op.addr) // someone else's: the watch says whose
+		p.applyAnswer(op)
+	case !op.ok:
+		p.applyAnswer(op)
+	}
+	p.programPlane()
+}
+
 // noteBinding applies a transaction's write to the view at once, so the
 // next decision does not wait for the watch.
 func (p *AddressPool) noteBinding(op *fleetOp, node string) {
@@ -519,6 +548,7 @@ func (p *AddressPool) onFleetEvents(ctx actor.Context, events []fleetEvent) {
 			p.onNodeGone(ctx, name)
 		}
 	}
+	p.reconcile(ctx)
 	p.programPlane()
 	p.serveQueued(ctx)
 	p.countFleet()
@@ -722,9 +752,9 @@ func (p *AddressPool) publishNumbers(ctx actor.Context, now time.Time) {
 	p.submit(ctx, &fleetOp{kind: opNodeUpdate, numbers: n})
 }
 
-// onRejoined re-claims, after a lost lease, what it carried for our live
-// sessions; a session whose address another node has taken meanwhile
-// is closed (fleet_lost).
+// onRejoined: after a lost lease the node is registered again; what the
+// old lease carried is re-claimed by reconcile, from the fresh snapshot
+// the watcher loads.
 func (p *AddressPool) onRejoined(ctx actor.Context, op *fleetOp) {
 	if op.err != nil {
 		p.cfg.Logger.Error("fleet: re-registering failed; retrying", slog.Any("err", op.err))
@@ -733,19 +763,48 @@ func (p *AddressPool) onRejoined(ctx actor.Context, op *fleetOp) {
 		return
 	}
 	p.cfg.Logger.Warn("fleet: registered again after etcd lost our lease; re-claiming our sessions' addresses")
+	if op.lost[1] {
+		for a, b := range p.fl.view.bindings {
+			if b.Node == p.fl.me {
+				delete(p.fl.view.bindings, a) // gone with the lease: bound again below
+			}
+		}
+	}
+	p.reconcile(ctx)
+}
+
+// reconcile makes etcd vouch for every live session: its binding ours
+// and its address in our blocks or claims. What is missing is claimed
+// again (after a partition that outlasted a lease); a session whose
+// address another node holds is closed (fleet_lost).
+func (p *AddressPool) reconcile(ctx actor.Context) {
 	fl := p.fl
+	if fl.readOnly || !fl.loaded {
+		return
+	}
 	for _, l := range p.leases {
-		b, bound := fl.view.bindings[l.Addr]
-		switch {
-		case op.lost[1] || !bound:
-			p.submit(ctx, &fleetOp{kind: opBind, addr: l.Addr, src: p.alloc.key(l.Client.Addr()), client: l.Client.Addr()})
-		case b.Node != fl.me:
-			p.cfg.Logger.Error("fleet: another node has our session's address; closing the session", slog.String("addr", l.Addr.String()))
-			ctx.Send(l.Session, &messages.FleetLost{})
+		a := l.Addr
+		if fl.fixing[a] {
 			continue
 		}
-		if fl.view.owner(l.Addr) != fl.me {
-			p.submit(ctx, &fleetOp{kind: opClaim, addr: l.Addr})
+		b, bound := fl.view.bindings[a]
+		owner := fl.view.owner(a)
+		switch {
+		case bound && b.Node != fl.me, fl.view.claims[a] != "" && fl.view.claims[a] != fl.me:
+			if _, promised := fl.handing[a]; promised {
+				continue // handed over when the session ends
+			}
+			p.cfg.Logger.Error("fleet: another node holds our session's address; closing the session",
+				slog.String("addr", a.String()), slog.String("client", l.Client.String()))
+			ctx.Send(l.Session, &messages.FleetLost{})
+		case !bound:
+			fl.fixing[a] = true
+			p.submit(ctx, &fleetOp{kind: opBind, addr: a, src: p.alloc.key(l.Client.Addr()), client: l.Client.Addr(),
+				srcRev: fl.view.clients[p.alloc.key(l.Client.Addr())].modRev, session: ""})
+		case owner != fl.me:
+			fl.fixing[a] = true
+			fl.view.claims[a] = fl.me
+			p.submit(ctx, &fleetOp{kind: opClaim, addr: a})
 		}
 	}
 }
