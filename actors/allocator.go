@@ -63,11 +63,8 @@ func newAllocator(prefix netip.Prefix, grace time.Duration) *allocator {
 }
 
 func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return u32ToAddr(addrToU32(p.Masked().Addr()) | host)
 }
 
 // allocate gives owner an address: the one it already has, else client's
@@ -128,6 +125,15 @@ func (a *allocator) release(owner string, client netip.Addr, now time.Time) (net
 		a.byClient[a.key(client)] = addr
 	}
 	return addr, true
+}
+
+func addrToU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func u32ToAddr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // drop frees owner's address without reserving it (a lease that etcd

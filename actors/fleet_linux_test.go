@@ -108,22 +108,6 @@ func (r *fleetRig) dial(n *fleetNode, i int) *client {
 	return n.h.adopt(conn)
 }
 
-// handshake waits for the 101 longer than harness' default: a takeover
-// waits for a dead node's lease to run out.
-func handshakeWithin(c *client, d time.Duration) netip.Addr {
-	c.t.Helper()
-	c.send(wire.TypeIPRequest, nil)
-	f := c.next(d)
-	if f.Type != wire.TypeIPReply {
-		c.t.Fatalf("first frame has type %d, want 101", f.Type)
-	}
-	rep, err := wire.ParseIPReply(f.Payload)
-	if err != nil {
-		c.t.Fatalf("parse 101: %v", err)
-	}
-	return rep.Addr
-}
-
 func (r *fleetRig) status(n *fleetNode) FleetStatus {
 	r.t.Helper()
 	st, err := n.h.srv.Fleet()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // fleetEvent is one change under the fleet's prefix, as the watcher saw
@@ -63,9 +64,6 @@ func newFleetView(keys fleetKeys, bits int) *fleetView {
 // apply folds one event into the view. Records that do not parse are
 // ignored (and reported), never guessed at.
 func (v *fleetView) apply(e fleetEvent) bool {
-	if e.ModRev > v.rev {
-		v.rev = e.ModRev
-	}
 	dir, name, ok := v.keys.split(e.Key)
 	if !ok {
 		return false
@@ -232,7 +230,7 @@ func (v *fleetView) peers(self string) []FleetPeer {
 		}
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b FleetPeer) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b FleetPeer) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -246,14 +244,4 @@ func (v *fleetView) localClaims(self string) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -241,8 +241,15 @@ func (c *client) expectClosed(timeout time.Duration) {
 
 func (c *client) handshake() netip.Addr {
 	c.t.Helper()
+	return handshakeWithin(c, 5*time.Second)
+}
+
+// handshakeWithin is handshake with its own bound on the wait for the 101
+// (in a fleet, a takeover waits for a dead node's lease to run out).
+func handshakeWithin(c *client, d time.Duration) netip.Addr {
+	c.t.Helper()
 	c.send(wire.TypeIPRequest, nil)
-	f := c.next(5 * time.Second)
+	f := c.next(d)
 	if f.Type != wire.TypeIPReply {
 		c.t.Fatalf("first frame has type %d, want 101", f.Type)
 	}

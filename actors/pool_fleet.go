@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -327,15 +328,6 @@ func (p *AddressPool) freeBlock() (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
-}
-
-func addrToU32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
-
-func u32ToAddr(v uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func (p *AddressPool) submitFor(ctx actor.Context, w *fleetWait, op *fleetOp) {
@@ -878,6 +870,6 @@ func (p *AddressPool) fleetStatus() FleetStatus {
 		}
 		st.Nodes = append(st.Nodes, n)
 	}
-	slices.SortFunc(st.Nodes, func(a, b FleetNode) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(st.Nodes, func(a, b FleetNode) int { return strings.Compare(a.Name, b.Name) })
 	return st
 }
