@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,8 +81,16 @@ func TestFleetPartitionedNodeNeverSharesAnAddress(t *testing.T) {
 		t.Fatal("the partitioned node's session no longer carries traffic")
 	}
 
-	// Healing (re-registering and claiming the session's address as a
-	// /32) is not asserted yet: reconcile does not see the address as
-	// missing until the watcher's fresh snapshot (open, see #16's note).
+	// Healing: n1 registers again and claims the session's address as a
+	// /32 (it lies in n2's block now), and the session goes on.
 	p.set(false)
+	claim := r.prefix + "claims/" + x.String()
+	eventually(t, 20*time.Second, "n1 to register again and claim "+x.String(), func() bool {
+		return r.etcd.CountKeys(t, r.prefix+"nodes/n1") == 1 && strings.Contains(r.etcd.Value(t, claim), `"n1"`)
+	})
+	eventually(t, 10*time.Second, "n1 to take sessions again", func() bool { return n1.h.srv.Metrics().FleetState.Load() == 0 })
+	c.send(wire.TypeDataRequest, ping(x, inetHost, 2))
+	if got := n1.h.written(5 * time.Second); netip.AddrFrom4([4]byte(got[12:16])) != x {
+		t.Fatal("the session no longer carries traffic after the partition healed")
+	}
 }

@@ -181,6 +181,10 @@ func (p *AddressPool) onFleetHealth(ctx actor.Context, readOnly bool) {
 		if !first {
 			p.cfg.Logger.Info("fleet: etcd is back; taking new sessions again")
 		}
+		// What changed while we were read-only (a lease that ran out, a
+		// block taken) was applied to the view but not acted on.
+		p.reconcile(ctx)
+		p.programPlane()
 	}
 	p.serveQueued(ctx)
 }
@@ -469,6 +473,9 @@ func (p *AddressPool) onFixed(ctx actor.Context, op *fleetOp) {
 		}
 	case op.ok && op.kind == opBind:
 		p.noteBinding(op, fl.me)
+		p.cfg.Logger.Info("fleet: bound a live session's address again", slog.String("addr", op.addr.String()))
+	case op.ok && op.kind == opClaim:
+		p.cfg.Logger.Info("fleet: claimed a live session's address (/32)", slog.String("addr", op.addr.String()))
 	case !op.ok && op.kind == opClaim:
 		delete(fl.view.claims, op.addr) // someone else's: the watch says whose
 		p.applyAnswer(op)

@@ -160,3 +160,19 @@ func (c *Cluster) Keys(t testing.TB, prefix string) []string {
 	}
 	return keys
 }
+
+// Value returns the value stored at key, or "" when it does not exist, to
+// check who holds a record.
+func (c *Cluster) Value(t testing.TB, key string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), requestTimeout)
+	defer cancel()
+	resp, err := c.admin.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("failed to read %q: %v", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
