@@ -36,6 +36,9 @@ type allocator struct {
 	// usable, in a fleet, says which addresses this node may lease now
 	// (in its blocks or claims, bound to nobody else); nil allows all.
 	usable func(netip.Addr) bool
+	// staticOK, in a fleet, says whether a client's static address may be
+	// bound here now (it may lie in another node's block).
+	staticOK func(netip.Addr) bool
 }
 
 type reservation struct {

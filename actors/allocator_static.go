@@ -62,7 +62,7 @@ func (a *allocator) leasable(addr netip.Addr) bool {
 // then the client gets an ordinary address).
 func (a *allocator) allocateStatic(owner string, client netip.Addr) (netip.Addr, bool) {
 	r, ok := a.staticFor(client)
-	if !ok || !a.isFree(r.Addr) {
+	if !ok || !a.isFree(r.Addr) || (a.staticOK != nil && !a.staticOK(r.Addr)) {
 		return netip.Addr{}, false
 	}
 	a.take(owner, r.Addr)

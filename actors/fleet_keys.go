@@ -18,6 +18,7 @@ import (
 //	addrs/ADDR         the binding of an address to a client and a node; binding lease
 //	clients/SOURCE     the same binding by client source; binding lease
 //	moves/SOURCE       a node asks the holder of SOURCE's address to hand it over; node lease
+//	statics            the operator's static reservations, the whole table; no lease
 //
 // A node has two leases: the node lease (TTL -etcd-ttl) carries what must
 // go when the node dies (its registration, blocks, claims); the binding
@@ -27,6 +28,7 @@ import (
 // created if absent, or changed by a transaction that compares its revision.
 const (
 	keyConfig  = "config"
+	keyStatics = "statics"
 	dirNodes   = "nodes/"
 	dirBlocks  = "blocks/"
 	dirClaims  = "claims/"
@@ -69,6 +71,13 @@ type clientRecord struct {
 	Addr string `json:"addr"`
 }
 
+// staticRecord is one entry of the statics table (messages.Static).
+type staticRecord struct {
+	Client string `json:"client"`
+	Addr   string `json:"addr"`
+	Rate   uint64 `json:"rate,omitempty"`
+}
+
 // moveRecord is moves/SOURCE: Node wants SOURCE's address; the holder
 // rebinds it to Node's binding lease.
 type moveRecord struct {
@@ -94,6 +103,7 @@ func (k fleetKeys) claim(a netip.Addr) string     { return k.prefix + dirClaims 
 func (k fleetKeys) addr(a netip.Addr) string      { return k.prefix + dirAddrs + a.String() }
 func (k fleetKeys) client(src netip.Addr) string  { return k.prefix + dirClients + src.String() }
 func (k fleetKeys) move(src netip.Addr) string    { return k.prefix + dirMoves + src.String() }
+func (k fleetKeys) statics() string               { return k.prefix + keyStatics }
 
 // split parses a key under the prefix into its directory and name.
 func (k fleetKeys) split(key string) (dir, name string, ok bool) {
@@ -101,8 +111,8 @@ func (k fleetKeys) split(key string) (dir, name string, ok bool) {
 	if !ok {
 		return "", "", false
 	}
-	if rest == keyConfig {
-		return keyConfig, "", true
+	if rest == keyConfig || rest == keyStatics {
+		return rest, "", true
 	}
 	i := strings.IndexByte(rest, '/')
 	if i < 0 {

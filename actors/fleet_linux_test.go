@@ -80,14 +80,19 @@ func (r *fleetRig) start(name string) *fleetNode {
 	return r.startWith(name, r.join(name))
 }
 
-func (r *fleetRig) startWith(name string, f *Fleet) *fleetNode {
+func (r *fleetRig) startWith(name string, f *Fleet, opts ...func(*Config)) *fleetNode {
 	r.t.Helper()
 	r.t.Cleanup(func() { _ = f.Close() }) // after the engine's Close (cleanups run last-in first-out)
 	var ln net.Listener
 	if err := r.fab.Hub.Do(func() (err error) { ln, err = net.Listen("tcp6", "[::1]:0"); return err }); err != nil {
 		r.t.Fatalf("listen in the hub: %v", err)
 	}
-	h := newHarness(r.t, func(c *Config) { c.Listener, c.Fleet, c.Grace = ln, f, r.grace })
+	h := newHarness(r.t, func(c *Config) {
+		c.Listener, c.Fleet, c.Grace = ln, f, r.grace
+		for _, o := range opts {
+			o(c)
+		}
+	})
 	n := &fleetNode{name: name, h: h, fleet: f}
 	r.nodes[name] = n
 	return n

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/4over6d/4over6d/messages"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -24,24 +25,26 @@ const (
 	opNodeUpdate                 // refresh our node record's numbers
 	opRejoin                     // grant a lease etcd lost, and register again
 	opRead                       // read a binding and a client record the view does not have yet
+	opStatics                    // replace the static reservations' table (by revision)
 )
 
 // fleetOp is one transaction the pool asked for, and its outcome. The
 // pool fills the inputs; a worker runs it and sets ok, rev and err.
 type fleetOp struct {
 	kind    opKind
-	session string     // the session it serves, if any
-	addr    netip.Addr // the address or block's first address
-	src     netip.Addr // the client's source (clients/ and moves/ key)
-	client  netip.Addr // the client's IPv6 address
-	prev    int64      // addrs/ADDR revision to compare (0: must be absent)
-	node    string     // opTakeover: the dead node; opHandover: the new holder
-	lease   int64      // opHandover: the new holder's binding lease
-	claim   bool       // opTakeover: also claim the address
-	cleanup netip.Addr // opBind: a stale clients/ key to delete (a stolen reservation's)
-	srcRev  int64      // opBind: clients/SOURCE revision to compare (0: must be absent)
-	numbers [2]int     // opNodeUpdate: sessions, leased
-	lost    [2]bool    // opRejoin: node lease, binding lease
+	session string            // the session it serves, if any
+	addr    netip.Addr        // the address or block's first address
+	src     netip.Addr        // the client's source (clients/ and moves/ key)
+	client  netip.Addr        // the client's IPv6 address
+	prev    int64             // addrs/ADDR revision to compare (0: must be absent)
+	node    string            // opTakeover: the dead node; opHandover: the new holder
+	lease   int64             // opHandover: the new holder's binding lease
+	claim   bool              // opTakeover: also claim the address
+	cleanup netip.Addr        // opBind: a stale clients/ key to delete (a stolen reservation's)
+	srcRev  int64             // opBind: clients/SOURCE revision to compare (0: must be absent)
+	numbers [2]int            // opNodeUpdate: sessions, leased
+	lost    [2]bool           // opRejoin: node lease, binding lease
+	statics []messages.Static // opStatics: the new table (prev: the statics key's revision)
 
 	answer []fleetEvent // a failed opBind/opTakeover: the records it compared, as they are
 
@@ -121,6 +124,8 @@ func (op *fleetOp) txn(t clientv3.Txn, f *Fleet) clientv3.Txn {
 		return t.If(clientv3.Compare(clientv3.LeaseValue(k.move(op.src)), "=", l.node)).Then(clientv3.OpDelete(k.move(op.src)))
 	case opRead:
 		return t.Then(op.readBack(k)...)
+	case opStatics:
+		return t.If(atRev(k.statics(), op.prev)).Then(clientv3.OpPut(k.statics(), encodeStatics(op.statics))).Else(op.readBack(k)...)
 	case opNodeUpdate:
 		return t.Then(clientv3.OpPut(k.node(me), encode(f.record(op.numbers[0], op.numbers[1])), node))
 	}
@@ -155,17 +160,29 @@ func (f *Fleet) rejoin(ctx context.Context, lost [2]bool) error {
 // readBack reads the records a bind or takeover compares, for the pool to
 // learn what beat it without waiting for the watch.
 func (op *fleetOp) readBack(k fleetKeys) []clientv3.Op {
-	return []clientv3.Op{clientv3.OpGet(k.addr(op.addr)), clientv3.OpGet(k.client(op.src))}
+	keys := op.readKeys(k)
+	ops := make([]clientv3.Op, len(keys))
+	for i, key := range keys {
+		ops[i] = clientv3.OpGet(key)
+	}
+	return ops
+}
+
+func (op *fleetOp) readKeys(k fleetKeys) []string {
+	if op.kind == opStatics {
+		return []string{k.statics()}
+	}
+	return []string{k.addr(op.addr), k.client(op.src)}
 }
 
 // answerOf turns a failed transaction's reads into events: a record that
 // is absent becomes a delete at the response's revision.
 func answerOf(resp *clientv3.TxnResponse, op *fleetOp, k fleetKeys) []fleetEvent {
-	if len(resp.Responses) != 2 {
+	keys := op.readKeys(k)
+	if len(resp.Responses) != len(keys) {
 		return nil
 	}
-	keys := []string{k.addr(op.addr), k.client(op.src)}
-	out := make([]fleetEvent, 0, 2)
+	out := make([]fleetEvent, 0, len(keys))
 	for i, r := range resp.Responses {
 		kvs := r.GetResponseRange().GetKvs()
 		if len(kvs) == 0 {

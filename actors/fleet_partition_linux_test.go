@@ -52,7 +52,8 @@ func (p *partition) set(cut bool) {
 
 // A node cut off from etcd keeps its session; its lease runs out and
 // another node takes its block, but never the address the session holds
-// (the binding outlives the node lease).
+// (the binding outlives the node lease); once healed it claims that
+// address as a /32 and the session goes on.
 func TestFleetPartitionedNodeNeverSharesAnAddress(t *testing.T) {
 	r := newFleetRig(t, "n2")
 	p := &partition{dial: func(ctx context.Context, addr string) (net.Conn, error) { return r.fab.DialContext(ctx, "tcp", addr) }}

@@ -2,9 +2,13 @@ package actors
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 // fleetEvent is one change under the fleet's prefix, as the watcher saw
@@ -45,7 +49,10 @@ type fleetView struct {
 	bindings map[netip.Addr]binding
 	clients  map[netip.Addr]clientEntry // client source -> address
 	moves    map[netip.Addr]moveRecord  // client source -> who wants it
-	rev      int64
+	// statics is the fleet-wide table of static reservations and
+	// staticsRev the revision a change must compare (0: no table yet).
+	statics    []messages.Static
+	staticsRev int64
 }
 
 func newFleetView(keys fleetKeys, bits int) *fleetView {
@@ -73,6 +80,9 @@ func (v *fleetView) apply(e fleetEvent) bool {
 	}
 	if dir == keyConfig {
 		return true
+	}
+	if dir == keyStatics {
+		return v.applyStatics(e)
 	}
 	a, err := netip.ParseAddr(name)
 	if err != nil {
@@ -157,6 +167,49 @@ func (v *fleetView) applyClient(src netip.Addr, e fleetEvent) bool {
 	}
 	v.clients[src] = clientEntry{addr: a, modRev: e.ModRev}
 	return true
+}
+
+// applyStatics replaces the table; an entry that does not parse spoils
+// the whole record (it is never guessed at).
+func (v *fleetView) applyStatics(e fleetEvent) bool {
+	if e.ModRev < v.staticsRev {
+		return true
+	}
+	if e.Deleted {
+		v.statics, v.staticsRev = nil, 0
+		return true
+	}
+	table, err := decodeStatics(e.Value)
+	if err != nil {
+		return false
+	}
+	v.statics, v.staticsRev = table, e.ModRev
+	return true
+}
+
+func decodeStatics(b []byte) ([]messages.Static, error) {
+	var recs []staticRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("statics: %w", err)
+	}
+	out := make([]messages.Static, 0, len(recs))
+	for _, r := range recs {
+		client, err1 := netip.ParseAddr(r.Client)
+		addr, err2 := netip.ParseAddr(r.Addr)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("statics entry %q: %w", r.Client, err)
+		}
+		out = append(out, messages.Static{Client: client, Addr: addr, Rate: r.Rate})
+	}
+	return out, nil
+}
+
+func encodeStatics(table []messages.Static) string {
+	recs := make([]staticRecord, len(table))
+	for i, r := range table {
+		recs[i] = staticRecord{Client: r.Client.String(), Addr: r.Addr.String(), Rate: r.Rate}
+	}
+	return encode(recs)
 }
 
 func (v *fleetView) applyMove(src netip.Addr, e fleetEvent) bool {

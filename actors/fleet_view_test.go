@@ -3,7 +3,10 @@ package actors
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
+
+	"github.com/4over6d/4over6d/messages"
 )
 
 func put(key, value string, rev int64) fleetEvent {
@@ -19,6 +22,7 @@ func TestFleetKeysSplit(t *testing.T) {
 		ok             bool
 	}{
 		{"/f/config", keyConfig, "", true},
+		{"/f/statics", keyStatics, "", true},
 		{"/f/nodes/n1", dirNodes, "n1", true},
 		{"/f/addrs/192.0.2.5", dirAddrs, "192.0.2.5", true},
 		{"/g/nodes/n1", "", "", false},
@@ -107,5 +111,46 @@ func TestFleetViewRejectsMalformedRecords(t *testing.T) {
 	}
 	if len(v.blocks)+len(v.bindings)+len(v.clients)+len(v.moves)+len(v.nodes) != 0 {
 		t.Errorf("malformed records changed the view: %+v", v)
+	}
+}
+
+func TestFleetViewStatics(t *testing.T) {
+	const one = `[{"client":"2001:db8:c::1","addr":"192.0.2.9","rate":8000000}]`
+	for _, tc := range []struct {
+		name   string
+		events []fleetEvent
+		ok     bool   // the last event applies
+		want   string // the table afterwards
+		rev    int64
+	}{
+		{"a table", []fleetEvent{put("/f/statics", one, 5)}, true, "[{2001:db8:c::1 192.0.2.9 8000000}]", 5},
+		{"emptied", []fleetEvent{put("/f/statics", one, 5), put("/f/statics", `[]`, 6)}, true, "[]", 6},
+		{"deleted", []fleetEvent{put("/f/statics", one, 5), del("/f/statics", 7)}, true, "[]", 0},
+		{"an older event loses", []fleetEvent{put("/f/statics", one, 5), put("/f/statics", `[]`, 4)}, true, "[{2001:db8:c::1 192.0.2.9 8000000}]", 5},
+		{"a bad address spoils the record", []fleetEvent{put("/f/statics", one, 5), put("/f/statics", `[{"client":"x","addr":"192.0.2.9"}]`, 6)}, false, "[{2001:db8:c::1 192.0.2.9 8000000}]", 5},
+		{"not a list", []fleetEvent{put("/f/statics", `{}`, 3)}, false, "[]", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newFleetView(fleetKeys{prefix: "/f/"}, 28)
+			var ok bool
+			for _, e := range tc.events {
+				ok = v.apply(e)
+			}
+			if got := fmt.Sprint(v.statics); ok != tc.ok || (got != tc.want && !(tc.want == "[]" && len(v.statics) == 0)) || v.staticsRev != tc.rev {
+				t.Errorf("after %d events: ok %v, table %s at %d; want %v, %s at %d", len(tc.events), ok, got, v.staticsRev, tc.ok, tc.want, tc.rev)
+			}
+		})
+	}
+}
+
+// The table survives a round trip through its etcd encoding.
+func TestFleetStaticsEncoding(t *testing.T) {
+	in := sortStatics([]messages.Static{
+		{Client: netip.MustParseAddr("2001:db8:c::2"), Addr: netip.MustParseAddr("192.0.2.7")},
+		{Client: netip.MustParseAddr("2001:db8:c::1"), Addr: netip.MustParseAddr("192.0.2.9"), Rate: 1e6},
+	})
+	out, err := decodeStatics([]byte(encodeStatics(in)))
+	if err != nil || !slices.Equal(out, in) {
+		t.Fatalf("round trip: %v, %v; want %v", out, err, in)
 	}
 }

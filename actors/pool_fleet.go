@@ -89,6 +89,7 @@ type poolFleet struct {
 	numbers  [2]int                    // last published sessions, leased
 	numbered time.Time
 	timer    *time.Timer
+	statics  fleetStatics
 }
 
 func (p *AddressPool) startFleet(ctx actor.Context) {
@@ -97,7 +98,7 @@ func (p *AddressPool) startFleet(ctx actor.Context) {
 		waits: make(map[string]*fleetWait), handing: make(map[netip.Addr]moveRecord),
 		pending: make(map[netip.Addr]bool), fixing: make(map[netip.Addr]bool), releases: make(map[netip.Addr]bool), empty: make(map[netip.Addr]time.Time)}
 	p.fl = fl
-	p.alloc.usable = fl.usable
+	p.alloc.usable, p.alloc.staticOK = fl.usable, fl.staticBindable
 	self, sys := ctx.Self(), ctx.ActorSystem()
 	fl.agent = startFleetAgent(f, func(m any) { sys.Root.Send(self, m) }, p.cfg.Metrics, p.cfg.Logger)
 	p.armFleetTick(ctx)
@@ -139,6 +140,7 @@ func (p *AddressPool) onFleet(ctx actor.Context, m any) bool {
 		p.fl.view = newFleetView(p.fl.f.keys, p.fl.f.cfg.BlockBits)
 		p.fl.loaded = true
 		p.onFleetEvents(ctx, m.Events)
+		p.onStaticsLoaded(ctx)
 	case *fleetEvents:
 		if p.fl.loaded {
 			p.onFleetEvents(ctx, m.Events)
@@ -235,6 +237,11 @@ func (p *AddressPool) advance(ctx actor.Context, w *fleetWait) {
 	}
 	ce, ok := fl.view.clients[w.src]
 	addr := ce.addr
+	if s, static := p.alloc.staticFor(w.req.Client.Addr()); static && (!ok || s.Addr != addr) &&
+		p.alloc.isFree(s.Addr) && fl.staticBindable(s.Addr) {
+		p.fresh(ctx, w) // the operator's address beats the client's last one
+		return
+	}
 	b, bound := fl.view.bindings[addr]
 	if ok && !bound && !w.looked {
 		// The client record is newer than our view of its binding (a
@@ -399,6 +406,8 @@ func (p *AddressPool) onFleetOp(ctx actor.Context, op *fleetOp) {
 		}
 	case opRejoin:
 		p.onRejoined(ctx, op)
+	case opStatics:
+		p.onStaticsWritten(ctx, op)
 	case opUnbind:
 		delete(fl.pending, op.addr)
 	case opReleaseBlock:
@@ -528,6 +537,7 @@ func (p *AddressPool) applyAnswer(op *fleetOp) {
 // waits and our own addresses.
 func (p *AddressPool) onFleetEvents(ctx actor.Context, events []fleetEvent) {
 	fl := p.fl
+	statics := false
 	for _, e := range events {
 		if !fl.view.apply(e) {
 			p.cfg.Logger.Warn("fleet: ignoring a record that does not parse", slog.String("key", e.Key))
@@ -545,7 +555,12 @@ func (p *AddressPool) onFleetEvents(ctx actor.Context, events []fleetEvent) {
 			}
 		case dir == dirNodes && e.Deleted:
 			p.onNodeGone(ctx, name)
+		case dir == keyStatics:
+			statics = true
 		}
+	}
+	if statics && fl.statics.seeded {
+		p.mirrorStatics(ctx, nil)
 	}
 	p.reconcile(ctx)
 	p.programPlane()

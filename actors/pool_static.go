@@ -106,11 +106,18 @@ func (p *AddressPool) reserve(ctx actor.Context, r messages.Static, reply *actor
 	if err == nil {
 		err = p.staticConflict(r)
 	}
+	if err == nil && p.fl != nil {
+		err = p.fl.bindingConflict(r)
+	}
 	if err != nil {
 		p.cfg.Metrics.ReservationsRejected.Add(1)
 		p.cfg.Logger.Warn("static reservation refused", slog.String("client", r.Client.String()),
 			slog.String("addr", r.Addr.String()), slog.Any("err", err))
 		p.answer(ctx, reply, &consoleReply{err: err})
+		return
+	}
+	if p.fl != nil {
+		p.fleetReserve(ctx, r, reply)
 		return
 	}
 	p.applyStatic(ctx, r)
@@ -120,6 +127,10 @@ func (p *AddressPool) reserve(ctx actor.Context, r messages.Static, reply *actor
 }
 
 func (p *AddressPool) unreserve(ctx actor.Context, client netip.Addr, reply *actor.PID) {
+	if p.fl != nil {
+		p.fleetUnreserve(ctx, client, reply)
+		return
+	}
 	old, ok := p.alloc.removeStatic(client)
 	if !ok {
 		p.answer(ctx, reply, &consoleReply{err: fmt.Errorf("%w: %v", ErrNoReservation, client)})
@@ -194,6 +205,9 @@ func (p *AddressPool) reload(ctx actor.Context, m *staticsReload) *reloadResult 
 	p.cfg.Metrics.PoolReserved.Store(int64(len(p.alloc.static.byAddr)))
 	p.cfg.Logger.Info("reservations reloaded", slog.String("file", p.cfg.ReservationsFile),
 		slog.Int("reservations", res.applied), slog.Int("removed", res.removed), slog.Int("skipped", res.skipped))
+	if p.fl != nil {
+		p.fleetReplaceStatics(ctx, p.alloc.statics(), false) // the file's table becomes the fleet's
+	}
 	return res
 }
 
