@@ -102,6 +102,11 @@ type FleetNode struct {
 // ErrNoFleet is returned by fleet queries on a single node.
 var ErrNoFleet = errors.New("not in a fleet (no -etcd)")
 
+// ErrFleetUnavailable is returned by a change the fleet must agree on
+// (a reservation) while this node cannot reach etcd safely: the change
+// is not made, and may be tried again once etcd is back.
+var ErrFleetUnavailable = errors.New("the fleet's etcd cannot be reached safely (read-only)")
+
 // Fleet reports every node of the fleet; ErrNoFleet on a single node.
 func (s *Server) Fleet() (FleetStatus, error) {
 	if s.cfg.Fleet == nil {

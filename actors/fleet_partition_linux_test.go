@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/4over6d/4over6d/messages"
 	"github.com/4over6d/4over6d/messages/wire"
 )
 
@@ -64,6 +65,9 @@ func TestFleetPartitionedNodeNeverSharesAnAddress(t *testing.T) {
 
 	p.set(true)
 	eventually(t, 10*time.Second, "n1 to turn read-only", func() bool { return n1.h.srv.Metrics().FleetState.Load() == 1 })
+	if err := n1.h.srv.Reserve(messages.Static{Client: clientAddr(40), Addr: netip.MustParseAddr("192.0.2.250")}); !errors.Is(err, ErrFleetUnavailable) {
+		t.Fatalf("a reservation on a read-only node: %v, want ErrFleetUnavailable", err)
+	}
 	eventually(t, 10*time.Second, "n1's registration to run out", func() bool {
 		return r.etcd.CountKeys(t, r.prefix+"nodes/n1") == 0
 	})

@@ -151,7 +151,7 @@ func (p *AddressPool) nextStatics(ctx actor.Context) {
 	for !fl.statics.busy && len(fl.statics.queue) > 0 && fl.loaded {
 		c := fl.statics.queue[0]
 		if fl.readOnly {
-			p.endStatics(ctx, fmt.Errorf("reservations cannot change now: the fleet's etcd cannot be reached safely (read-only)"))
+			p.endStatics(ctx, fmt.Errorf("reservations cannot change now: %w", ErrFleetUnavailable))
 			continue
 		}
 		table, err := c.next(sortStatics(slices.Clone(fl.view.statics)))
@@ -192,7 +192,7 @@ func (p *AddressPool) onStaticsWritten(ctx actor.Context, op *fleetOp) {
 	c := fl.statics.queue[0]
 	switch {
 	case op.err != nil:
-		p.endStatics(ctx, fmt.Errorf("writing the reservations to etcd failed; nothing changed: %w", op.err))
+		p.endStatics(ctx, fmt.Errorf("writing the reservations to etcd failed; nothing changed: %w: %w", ErrFleetUnavailable, op.err))
 	case op.ok:
 		fl.view.statics, fl.view.staticsRev = op.statics, op.rev
 		fl.statics.queue = fl.statics.queue[1:]

@@ -190,6 +190,8 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, actors.ErrReservationConflict):
 		status = http.StatusConflict
+	case errors.Is(err, actors.ErrFleetUnavailable):
+		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
