@@ -41,7 +41,8 @@ type FleetConfig struct {
 	// Grace is how long a client's binding (client IPv6 -> IPv4) is kept
 	// after its session ends, fleet-wide (-grace).
 	Grace time.Duration
-	// SourcePrefix groups clients for stickiness as in Config.
+	// SourcePrefix groups clients for stickiness as in Config; it is part
+	// of the plan every node must share.
 	SourcePrefix int
 	// MAC is this node's VXLAN device address, published in its node
 	// record so other nodes can program their FDB and neighbours.

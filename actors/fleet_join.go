@@ -132,7 +132,7 @@ func (f *Fleet) join(ctx context.Context) error {
 
 // checkPlan creates the config record if the fleet is new, else compares.
 func (f *Fleet) checkPlan(ctx context.Context) error {
-	want := fleetPlan{Pool: f.cfg.Pool.Masked().String(), BlockBits: f.cfg.BlockBits}
+	want := fleetPlan{Pool: f.cfg.Pool.Masked().String(), BlockBits: f.cfg.BlockBits, SourcePrefix: f.cfg.SourcePrefix}
 	key := f.keys.config()
 	resp, err := f.commit(ctx, func(t clientv3.Txn) clientv3.Txn {
 		return t.If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
@@ -142,7 +142,8 @@ func (f *Fleet) checkPlan(ctx context.Context) error {
 		return fmt.Errorf("check the address plan: %w", err)
 	}
 	if resp.Succeeded {
-		f.cfg.Logger.Info("fleet: created the address plan", slog.String("pool", want.Pool), slog.Int("block_bits", want.BlockBits))
+		f.cfg.Logger.Info("fleet: created the address plan", slog.String("pool", want.Pool), slog.Int("block_bits", want.BlockBits),
+			slog.Int("source_prefix", want.SourcePrefix))
 		return nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -154,8 +155,8 @@ func (f *Fleet) checkPlan(ctx context.Context) error {
 		return fmt.Errorf("check the address plan: %s is not a plan: %w", key, err)
 	}
 	if have != want {
-		return fmt.Errorf("refusing to join: the fleet's plan is pool %s with /%d blocks, ours is pool %s with /%d blocks (every node needs the same -pool and -block-bits)",
-			have.Pool, have.BlockBits, want.Pool, want.BlockBits)
+		return fmt.Errorf("refusing to join: the fleet's plan is pool %s with /%d blocks and /%d sources, ours is pool %s with /%d blocks and /%d sources (every node needs the same -pool, -block-bits and -source-prefix)",
+			have.Pool, have.BlockBits, have.SourcePrefix, want.Pool, want.BlockBits, want.SourcePrefix)
 	}
 	return nil
 }

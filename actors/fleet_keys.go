@@ -11,7 +11,7 @@ import (
 
 // The fleet's keys in etcd, under FleetConfig.Prefix (docs/fleet.md):
 //
-//	config             the address plan: {"pool","block_bits"}; no lease
+//	config             the address plan: {"pool","block_bits","source_prefix"}; no lease
 //	nodes/NAME         a live node: underlay address, VXLAN MAC, numbers; node lease
 //	blocks/FIRST       a block of the pool held by a node; node lease
 //	claims/ADDR        a single address held by a node outside its blocks; node lease
@@ -41,6 +41,9 @@ const (
 type fleetPlan struct {
 	Pool      string `json:"pool"`
 	BlockBits int    `json:"block_bits"`
+	// SourcePrefix is -source-prefix: clients/SOURCE keys are sources of
+	// this length, so nodes that disagreed would lose each other's clients.
+	SourcePrefix int `json:"source_prefix"`
 }
 
 // nodeRecord is a live node as the others see it.

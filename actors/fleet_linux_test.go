@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,15 +65,58 @@ func (r *fleetRig) join(name string) *Fleet {
 
 func (r *fleetRig) joinVia(name string, dial func(ctx context.Context, addr string) (net.Conn, error)) *Fleet {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	f, err := JoinFleet(ctx, FleetConfig{Endpoints: r.etcd.Endpoints(), Node: name,
-		NodeAddr: netip.MustParseAddr("2001:db8:f::a1"), Pool: testPool, BlockBits: 28, TTL: rigTTL,
-		Prefix: r.prefix, Grace: r.grace, Dialer: dial})
+	f, err := r.tryJoin(name, dial)
 	if err != nil {
 		r.t.Fatalf("JoinFleet %s: %v", name, err)
 	}
 	return f
+}
+
+// tryJoin joins the rig's fleet with its plan, changed by opts.
+func (r *fleetRig) tryJoin(name string, dial func(ctx context.Context, addr string) (net.Conn, error), opts ...func(*FleetConfig)) (*Fleet, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := FleetConfig{Endpoints: r.etcd.Endpoints(), Node: name,
+		NodeAddr: netip.MustParseAddr("2001:db8:f::a1"), Pool: testPool, BlockBits: 28, TTL: rigTTL,
+		Prefix: r.prefix, Grace: r.grace, Dialer: dial}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return JoinFleet(ctx, cfg)
+}
+
+// A node whose plan differs from the fleet's (pool, block length, source
+// prefix) is refused with an error naming both plans and the flags; the
+// fleet goes on.
+func TestFleetJoinRefusesAnotherPlan(t *testing.T) {
+	r := newFleetRig(t, "n1")
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return r.fab.DialContext(ctx, "tcp", addr) }
+	for _, tc := range []struct {
+		name   string
+		change func(*FleetConfig)
+		want   string
+	}{
+		{"pool", func(c *FleetConfig) { c.Pool = netip.MustParsePrefix("203.0.113.0/24") }, "ours is pool 203.0.113.0/24"},
+		{"block bits", func(c *FleetConfig) { c.BlockBits = 27 }, "with /27 blocks"},
+		{"source prefix", func(c *FleetConfig) { c.SourcePrefix = 64 }, "and /64 sources"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := r.tryJoin("other", dial, tc.change)
+			if err == nil {
+				_ = f.Close()
+				t.Fatal("joined a fleet with another plan")
+			}
+			for _, want := range []string{"refusing to join", "pool 192.0.2.0/24 with /28 blocks and /128 sources", tc.want, "-source-prefix"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+		})
+	}
+	if got := r.etcd.Keys(t, r.prefix+"nodes/"); len(got) != 1 {
+		t.Errorf("nodes after the refusals: %v, want n1 alone", got)
+	}
+	handshakeWithin(r.dial(r.nodes["n1"], 0), 10*time.Second)
 }
 
 func (r *fleetRig) start(name string) *fleetNode {
