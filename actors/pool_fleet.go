@@ -685,6 +685,7 @@ func (p *AddressPool) onFleetTick(ctx actor.Context) {
 	p.sweepBindings(ctx, now)
 	p.sweepBlocks(ctx, now)
 	p.publishNumbers(ctx, now)
+	p.seedStatics(ctx)
 }
 
 // sweepBindings deletes our bindings that no session holds and no grace

@@ -148,9 +148,9 @@ func (p *AddressPool) queueStatics(ctx actor.Context, c *staticsChange) {
 // nextStatics starts the first queued change, unless one is in flight.
 func (p *AddressPool) nextStatics(ctx actor.Context) {
 	fl := p.fl
-	for !fl.statics.busy && len(fl.statics.queue) > 0 && fl.loaded {
+	for !fl.statics.busy && len(fl.statics.queue) > 0 {
 		c := fl.statics.queue[0]
-		if fl.readOnly {
+		if fl.readOnly || !fl.loaded {
 			p.endStatics(ctx, fmt.Errorf("reservations cannot change now: %w", ErrFleetUnavailable))
 			continue
 		}
@@ -194,7 +194,9 @@ func (p *AddressPool) onStaticsWritten(ctx actor.Context, op *fleetOp) {
 	case op.err != nil:
 		p.endStatics(ctx, fmt.Errorf("writing the reservations to etcd failed; nothing changed: %w: %w", ErrFleetUnavailable, op.err))
 	case op.ok:
-		fl.view.statics, fl.view.staticsRev = op.statics, op.rev
+		if op.rev > fl.view.staticsRev { // else the watch brought a newer table first
+			fl.view.statics, fl.view.staticsRev = op.statics, op.rev
+		}
 		fl.statics.queue = fl.statics.queue[1:]
 		c.done()
 		p.mirrorStatics(ctx, c.reply)
@@ -209,10 +211,12 @@ func (p *AddressPool) onStaticsWritten(ctx actor.Context, op *fleetOp) {
 }
 
 // mirrorStatics makes the allocator's table the fleet's and writes the
-// file copy; reply, if any, is answered once the file holds it.
+// file copy; reply, if any, is answered once the file holds it. While the
+// fleet has no table at all, this node's own (its file's) stays, to seed
+// the fleet as soon as etcd takes it.
 func (p *AddressPool) mirrorStatics(ctx actor.Context, reply *actor.PID) {
 	want := p.fl.view.statics
-	if slices.Equal(p.alloc.statics(), sortStatics(slices.Clone(want))) {
+	if p.fl.view.staticsRev == 0 || slices.Equal(p.alloc.statics(), sortStatics(slices.Clone(want))) {
 		p.answer(ctx, reply, &consoleReply{})
 		return
 	}
@@ -235,15 +239,24 @@ func (p *AddressPool) onStaticsLoaded(ctx actor.Context) {
 	if !fl.statics.seeded {
 		fl.statics.seeded = true
 		local := p.alloc.statics()
-		if fl.view.staticsRev == 0 && len(local) > 0 {
-			p.fleetReplaceStatics(ctx, local, true)
-			return
-		}
-		if len(local) > 0 && !slices.Equal(local, sortStatics(slices.Clone(fl.view.statics))) {
+		if fl.view.staticsRev != 0 && len(local) > 0 && !slices.Equal(local, sortStatics(slices.Clone(fl.view.statics))) {
 			p.cfg.Logger.Warn("fleet: the fleet's reservations in etcd replace this node's reservations file",
 				slog.Int("file", len(local)), slog.Int("fleet", len(fl.view.statics)))
 		}
 	}
 	p.mirrorStatics(ctx, nil)
+	p.seedStatics(ctx)
 	p.nextStatics(ctx)
+}
+
+// seedStatics offers this node's table to a fleet that has none; the
+// fleet tick calls it again until one is there (etcd may refuse at first).
+func (p *AddressPool) seedStatics(ctx actor.Context) {
+	fl := p.fl
+	if fl.view.staticsRev != 0 || fl.statics.busy || len(fl.statics.queue) > 0 || fl.readOnly {
+		return
+	}
+	if local := p.alloc.statics(); len(local) > 0 {
+		p.fleetReplaceStatics(ctx, local, true)
+	}
 }

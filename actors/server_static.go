@@ -34,7 +34,10 @@ func (s *Server) Reservations() ([]messages.Static, error) {
 // server's own, a client that is not a plain IPv6 address);
 // ErrReservationConflict when r.Addr is reserved for another client or
 // leased now to another client's session. Any other error is a failure to
-// save the file: the reservation is in effect nonetheless.
+// save the file: the reservation is in effect nonetheless. In a fleet
+// the change is the fleet's, made in etcd (ErrFleetUnavailable when that
+// cannot be done now: nothing changed); a query that timed out may still
+// land.
 func (s *Server) Reserve(r messages.Static) error {
 	res, err := s.ask(s.cfg.pool, &reserveRequest{static: r})
 	if err != nil {
