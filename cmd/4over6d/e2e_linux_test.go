@@ -81,6 +81,18 @@ func (b *builtBinary) get(t *testing.T) string {
 	return b.path
 }
 
+// TestMain removes the binaries the end-to-end tests built (tens of MiB
+// per run in the temporary directory otherwise).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, b := range []*builtBinary{raceBinary, plainBuild, raceClient} {
+		if b.path != "" {
+			_ = os.RemoveAll(filepath.Dir(b.path))
+		}
+	}
+	os.Exit(code)
+}
+
 // binary is 4over6d built with the race detector, as the tests run.
 func binary(t *testing.T) string { return raceBinary.get(t) }
 
