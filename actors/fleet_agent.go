@@ -186,37 +186,52 @@ func watchEvents(in []*clientv3.Event) []fleetEvent {
 // successful renewal was sent (etcd counts the TTL from when it received
 // it, which is later): it then stops leasing before the lease can have
 // run out, so no other node can be given a block it still leases from.
+// While the node is not read-only, no renewal or pause runs past that
+// deadline, so the verdict is never late because etcd hangs.
 func (a *fleetAgent) keep() {
 	ttl := a.f.cfg.TTL
 	every := max(ttl/3, 300*time.Millisecond)
 	lastNode, lastBind := time.Time{}, time.Now()
 	readOnly, warned, told := true, false, false
-	for {
-		l := a.f.leases.Load()
-		if okAt, ok := a.renew(l.node, "node", func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
-			lastNode = okAt
-		}
-		if okAt, ok := a.renew(l.bind, "binding", func() { a.send(&fleetLeaseLost{Bind: true}) }); ok {
-			lastBind, warned = okAt, false
-		}
-		now := time.Now()
-		if ro := lastNode.IsZero() || now.Sub(lastNode) > ttl/2; ro != readOnly || !told {
+	judge := func() {
+		if ro := lastNode.IsZero() || time.Since(lastNode) >= ttl/2; ro != readOnly || !told {
 			readOnly, told = ro, true
 			a.send(&fleetHealth{ReadOnly: ro})
 		}
-		if !warned && now.Sub(lastBind) > l.bindTTL-ttl {
+	}
+	// step bounds the next renewal or pause: every, cut at the read-only
+	// deadline while there is one ahead.
+	step := func() time.Duration {
+		if readOnly {
+			return every
+		}
+		return min(every, max(time.Until(lastNode.Add(ttl/2)), time.Millisecond))
+	}
+	for {
+		l := a.f.leases.Load()
+		if okAt, ok := a.renew(l.node, "node", step(), func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
+			lastNode = okAt
+		}
+		judge()
+		if okAt, ok := a.renew(l.bind, "binding", step(), func() { a.send(&fleetLeaseLost{Bind: true}) }); ok {
+			lastBind, warned = okAt, false
+		}
+		judge()
+		if !warned && time.Since(lastBind) > l.bindTTL-ttl {
 			warned = true
 			a.send(&fleetBindingsExpiring{})
 		}
-		if !a.sleep(every) {
+		if !a.sleep(step()) {
 			return
 		}
+		judge()
 	}
 }
 
-// renew sends one keep-alive; it reports when the successful one was sent.
-func (a *fleetAgent) renew(id clientv3.LeaseID, which string, lost func()) (time.Time, bool) {
-	ctx, cancel := context.WithTimeout(a.ctx, max(a.f.cfg.TTL/3, 300*time.Millisecond))
+// renew sends one keep-alive, waiting at most timeout; it reports when the
+// successful one was sent.
+func (a *fleetAgent) renew(id clientv3.LeaseID, which string, timeout time.Duration, lost func()) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(a.ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	_, err := a.f.cli.KeepAliveOnce(ctx, id)

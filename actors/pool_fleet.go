@@ -437,8 +437,13 @@ func (p *AddressPool) onBlockClaimed(ctx actor.Context, op *fleetOp) {
 		p.cfg.Logger.Info("fleet: claimed a block", slog.String("block", netip.PrefixFrom(op.addr, fl.f.cfg.BlockBits).String()))
 		p.programPlane()
 	default:
-		// Another node was first; the watch tells us, and we pick another.
-		fl.view.blocks[op.addr] = "?"
+		// Another node was first; the watch tells us who, and we pick
+		// another. Its event may have come in before this answer: the
+		// placeholder must not replace the owner it named, or this node
+		// would never route to that block.
+		if _, known := fl.view.blocks[op.addr]; !known {
+			fl.view.blocks[op.addr] = "?"
+		}
 	}
 	for _, w := range fl.waits {
 		if w.stage == stageBlock {

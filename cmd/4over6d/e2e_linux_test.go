@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,10 +41,13 @@ var (
 	e2eWait = 5 * time.Second
 )
 
-// builtBinary is one build of 4over6d, made at most once per test run.
+// builtBinary is one build of a command, made at most once per test run:
+// 4over6d (this package) unless pkg and name say otherwise.
 type builtBinary struct {
 	once  sync.Once
 	flags []string
+	pkg   string // the package to build; "." when empty
+	name  string // the binary's file name; "4over6d" when empty
 	path  string
 	err   error
 }
@@ -51,6 +55,9 @@ type builtBinary struct {
 var (
 	raceBinary = &builtBinary{flags: []string{"-race"}}
 	plainBuild = &builtBinary{}
+	// raceClient is the real client, built as its own end-to-end tests
+	// build it, for the fleet tests.
+	raceClient = &builtBinary{flags: []string{"-race"}, pkg: "../4over6c", name: "4over6c"}
 )
 
 // get builds the binary the first time and returns its path.
@@ -62,8 +69,8 @@ func (b *builtBinary) get(t *testing.T) string {
 			b.err = err
 			return
 		}
-		b.path = filepath.Join(dir, "4over6d")
-		args := append(append([]string{"build"}, b.flags...), "-o", b.path, ".")
+		b.path = filepath.Join(dir, cmp.Or(b.name, "4over6d"))
+		args := append(append([]string{"build"}, b.flags...), "-o", b.path, cmp.Or(b.pkg, "."))
 		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build: %w\n%s", err, out)
 		}
@@ -72,6 +79,18 @@ func (b *builtBinary) get(t *testing.T) string {
 		t.Fatal(b.err)
 	}
 	return b.path
+}
+
+// TestMain removes the binaries the end-to-end tests built (tens of MiB
+// per run in the temporary directory otherwise).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, b := range []*builtBinary{raceBinary, plainBuild, raceClient} {
+		if b.path != "" {
+			_ = os.RemoveAll(filepath.Dir(b.path))
+		}
+	}
+	os.Exit(code)
 }
 
 // binary is 4over6d built with the race detector, as the tests run.
@@ -93,7 +112,8 @@ func newTopology(t *testing.T) *topology {
 	return tp
 }
 
-// server is a running 4over6d process.
+// server is a running process of these tests: 4over6d, or a 4over6c in
+// the fleet tests.
 type server struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -160,10 +180,20 @@ func (tp *topology) startServerArgs(t *testing.T, args []string) *server {
 func (tp *topology) startBinary(t *testing.T, bin string, args []string) *server {
 	t.Helper()
 	args = append([]string{"-listen", "[" + srvV6.String() + "]:5678", "-pool", e2ePool, "-log-level", "debug"}, args...)
-	s := &server{cmd: tp.srv.Command(context.Background(), bin, args...), logs: &syncBuffer{}, done: make(chan error, 1)}
+	s := startProcess(t, tp.srv, bin, args)
+	s.awaitServing(t, e2eWait)
+	return s
+}
+
+// startProcess starts bin in ns with its output collected; the cleanup
+// kills it (by PID) if it still runs, and shows its output if the test
+// failed.
+func startProcess(t *testing.T, ns *netnstest.NS, bin string, args []string) *server {
+	t.Helper()
+	s := &server{cmd: ns.Command(context.Background(), bin, args...), logs: &syncBuffer{}, done: make(chan error, 1)}
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start 4over6d: %v", err)
+		t.Fatalf("start %s: %v", filepath.Base(bin), err)
 	}
 	go func() { s.done <- s.cmd.Wait() }()
 	t.Cleanup(func() {
@@ -172,10 +202,17 @@ func (tp *topology) startBinary(t *testing.T, bin string, args []string) *server
 			<-s.done
 		}
 		if t.Failed() {
-			t.Logf("4over6d logs:\n%s", s.logs.String())
+			t.Logf("%s %s logs:\n%s", filepath.Base(bin), strings.Join(args, " "), s.logs.String())
 		}
 	})
-	deadline := time.Now().Add(e2eWait)
+	return s
+}
+
+// awaitServing waits until 4over6d has logged that it serves, failing the
+// test if it exits first or takes longer than limit.
+func (s *server) awaitServing(t *testing.T, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !strings.Contains(s.logs.String(), "4over6d serving") {
 		select {
 		case err := <-s.done:
@@ -186,7 +223,6 @@ func (tp *topology) startBinary(t *testing.T, bin string, args []string) *server
 			t.Fatalf("4over6d did not start:\n%s", s.logs.String())
 		}
 	}
-	return s
 }
 
 // stop sends SIGTERM and returns the exit error and how long it took.

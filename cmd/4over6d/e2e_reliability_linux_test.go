@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/4over6d/4over6d/messages/wire"
+	"github.com/4over6d/4over6d/tun/netnstest"
 	"github.com/4over6d/4over6d/tun/tuntest"
 	"golang.org/x/sys/unix"
 )
@@ -122,8 +123,13 @@ func (s *rssSampler) stop() int64 {
 // request to the admin endpoint and returns the status code and body, or
 // the error instead of failing the test.
 func (tp *topology) tryAdmin(method, path string) (status int, body string, err error) {
+	return tryAdminIn(tp.srv, method, path)
+}
+
+// tryAdminIn is tryAdmin for the server running in ns.
+func tryAdminIn(ns *netnstest.NS, method, path string) (status int, body string, err error) {
 	var resp []byte
-	err = tp.srv.Do(func() error {
+	err = ns.Do(func() error {
 		conn, err := net.DialTimeout("tcp", adminAddr, e2eWait)
 		if err != nil {
 			return err
