@@ -33,14 +33,16 @@
 # Address exception (as in scale.sh): more than 254 sessions need a pool
 # bigger than a documentation /24, so the nodes lease 100.64.0.0/18
 # (RFC 6598 shared address space), claimed by fleet nodes in blocks of
-# -block-bits 26 (64 addresses) as their sessions grow. Those addresses
+# --block-bits (default 26: 64 addresses) as their sessions grow. Those addresses
 # exist only inside the node namespaces and the load generator's frames.
 #
-# usage: sudo scripts/bench/fleet.sh [--sessions N] [--concurrency N] [--smoke] [--no-doc] [--keep]
+# usage: sudo scripts/bench/fleet.sh [--sessions N] [--concurrency N] [--block-bits N] [--smoke] [--no-doc] [--keep]
 #   --sessions N     sessions per case (default 2000, at most 16000: the /18)
 #   --concurrency N  setups in flight at once (default 256)
+#   --block-bits N   the fleet's -block-bits (default 26: 64 addresses a block, 32 claims for 2000 sessions)
 #   --smoke          200 sessions, no doc update; under a minute; exit 0 iff every
-#                    case set up every session and produced every number
+#                    case set up every session and produced every number (a full
+#                    run only warns: sessions that time out are a result too)
 #   --no-doc         print the table only; do not touch docs/fleet.md
 #   --keep           keep the work directory (logs, JSON) for inspection
 #
@@ -54,12 +56,14 @@ SESSIONS=2000
 CONCURRENCY=256
 HOLD=3
 SETUP_LIMIT=120
+BLOCK_BITS=26
 SMOKE=
 DOC=1
 while (($#)); do
 	case $1 in
 	--sessions) SESSIONS=$2; shift ;;
 	--concurrency) CONCURRENCY=$2; shift ;;
+	--block-bits) BLOCK_BITS=$2; shift ;;
 	--smoke) SMOKE=1 SESSIONS=200 HOLD=1 SETUP_LIMIT=30 DOC= ;;
 	--no-doc) DOC= ;;
 	--keep) BENCH_KEEP_WORK=1 ;;
@@ -70,6 +74,7 @@ while (($#)); do
 done
 [[ $SESSIONS =~ ^[0-9]+$ ]] && ((SESSIONS >= 3 && SESSIONS <= 16000)) || { echo "--sessions must be 3..16000 (pool /18)" >&2; exit 2; }
 [[ $CONCURRENCY =~ ^[0-9]+$ ]] && ((CONCURRENCY >= 1 && CONCURRENCY <= 4096)) || { echo "--concurrency must be 1..4096" >&2; exit 2; }
+[[ $BLOCK_BITS =~ ^[0-9]+$ ]] && ((BLOCK_BITS >= 19 && BLOCK_BITS <= 30)) || { echo "--block-bits must be 19..30 (pool /18)" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
 
 source scripts/deps.sh
@@ -79,7 +84,6 @@ bench_install jq:jq curl:curl
 
 BIN=$BENCH_WORK/bin
 POOL=100.64.0.0/18
-BLOCK_BITS=26
 PORT=5678
 ETCD=/usr/bin/etcd
 [[ -x $ETCD ]] || { echo "$ETCD missing (scripts/deps.sh installs etcd-server)" >&2; exit 1; }
@@ -298,15 +302,17 @@ jq -r '
 say "results"
 cat "$BENCH_WORK/table.md"
 
-# Every case must have set up every session and produced every number.
+# Every case should have set up every session and produced every number.
 check=$(jq -r --argjson n "$SESSIONS" '.cases[] | select(
 		.load.established != $n or .load.setup_rate <= 0 or .load.setup_latency_ms.p50 <= 0 or .load.setup_latency_ms.p99 <= 0
 		or ((.sessions_per_node | add) != $n)
 		or (.fleet and (.etcd.revisions <= 0 or .etcd.puts <= 0 or .etcd.proposals <= 0 or .blocks <= 0))
 	) | .case' "$BENCH_WORK/fleet.json")
+# A smoke run fails then; a full run reports what it measured (the table
+# says how many sessions each case set up) and warns.
 if [[ -n $check ]]; then
-	echo "incomplete cases: $check (logs: run with --keep)" >&2
-	exit 1
+	echo "incomplete cases: $(echo $check) (logs: run with --keep)" >&2
+	[[ -n $SMOKE ]] && exit 1
 fi
 
 if [[ -n $DOC ]]; then
