@@ -212,6 +212,14 @@ rtt_all() {
 	local i
 	for ((i = 0; i < $1; i++)); do node_rtt "$i"; done | awk '{s += $1; c += $2} END {printf "%f %d\n", s, c}'
 }
+# node_refusals I: what the node refused, as JSON {"REASON": N}: the
+# connections it closed before a session (by reason) and lease denials.
+node_refusals() {
+	in_ns "${NS_N[$1]}" curl -sf --max-time 5 http://127.0.0.1:9604/metrics | awk '
+		/^fourover6d_connections_refused_total\{/ && $2 > 0 {r = $1; sub(/.*reason="/, "", r); sub(/".*/, "", r); printf "%s\t%d\n", r, $2}
+		$1 == "fourover6d_lease_denials_total" && $2 > 0 {printf "lease_denials\t%d\n", $2}' |
+		jq -Rsc 'split("\n") | map(select(length > 0) | split("\t") | {(.[0]): (.[1] | tonumber)}) | add // {}'
+}
 node_ready() {
 	kill -0 "$2" 2>/dev/null || return 1
 	[[ $(node_metric "$1" fourover6d_sessions) == 0 ]] && in_ns "${NS_N[$1]}" ss -Htln "sport = :$PORT" | grep -q .
@@ -222,7 +230,7 @@ node_ready() {
 # run_case CASE COUNT [FLEET]: start the nodes, set up the sessions, read
 # the numbers, stop everything of the case; writes $BENCH_WORK/CASE.json.
 run_case() {
-	local c=$1 count=$2 fleet=${3:-} servers= i before= after= per_node=() blocks=0
+	local c=$1 count=$2 fleet=${3:-} servers= i before= after= per_node=() blocks=0 refusals=()
 	[[ -n $fleet ]] && etcd_start "$c"
 	nodes_start "$c" "$count" "$fleet"
 	for ((i = 0; i < count; i++)); do servers+="[${NODE_ADDR[i]}]:$PORT,"; done
@@ -237,6 +245,7 @@ run_case() {
 	[[ -n $fleet ]] && after=$(etcd_counts) rtt1=$(rtt_all "$count")
 	for ((i = 0; i < count; i++)); do
 		per_node+=("$(node_metric "$i" fourover6d_sessions)")
+		refusals+=("$(node_refusals "$i")")
 		[[ -n $fleet ]] && { b=$(node_metric "$i" fourover6d_fleet_blocks); blocks=$((blocks + ${b:-0})); }
 	done
 	wait "$load" || true # exit 1 only says that some session failed; the report counts them
@@ -258,10 +267,12 @@ run_case() {
 	fi
 	jq -nc --arg c "$c" --argjson nodes "$count" --argjson load "$load_json" --argjson etcd "$etcd" \
 		--argjson per_node "$(printf '%s\n' "${per_node[@]}" | jq -sc .)" \
+		--argjson refusals "$(printf '%s\n' "${refusals[@]}" | jq -sc .)" \
 		--argjson blocks "$blocks" --argjson fleet "$([[ -n $fleet ]] && echo true || echo false)" \
-		'{case:$c, nodes:$nodes, fleet:$fleet, load:$load, etcd:$etcd, sessions_per_node:$per_node, blocks:(if $fleet then $blocks else null end)}' \
+		'{case:$c, nodes:$nodes, fleet:$fleet, load:$load, etcd:$etcd, sessions_per_node:$per_node, refused_per_node:$refusals, blocks:(if $fleet then $blocks else null end)}' \
 		>"$BENCH_WORK/$c.json"
 	jq -r '"   \(.load.established)/\(.load.requested) established (per node: \(.sessions_per_node | map(tostring) | join("/"))), \(.load.setup_rate | floor) setups/s, p50 \(.load.setup_latency_ms.p50) ms, p99 \(.load.setup_latency_ms.p99) ms" +
+		(if (.refused_per_node | map(length) | add) > 0 then "; refused per node: \(.refused_per_node | map(tojson) | join(" "))" else "" end) +
 		(if .etcd then "; etcd: \(.etcd.revisions) revisions, \(.etcd.puts) puts, \(.etcd.proposals) proposals, \(.etcd.fsyncs) fsyncs; \(.blocks) blocks; nodes: \(.etcd.node_requests) etcd requests, mean round trip \(.etcd.node_rtt_ms_mean | floor) ms" else "" end)' \
 		"$BENCH_WORK/$c.json" >&2
 }
