@@ -159,7 +159,7 @@ func (l *load) setupOne(ctx context.Context, i int) {
 	if len(l.o.sources) > 0 {
 		d.LocalAddr = &net.TCPAddr{IP: l.o.sources[i%len(l.o.sources)].AsSlice()}
 	}
-	conn, err := d.DialContext(ctx, "tcp", l.o.server.String())
+	conn, err := d.DialContext(ctx, "tcp", l.o.servers[i%len(l.o.servers)].String())
 	if err != nil {
 		l.fail(classify("dial", err), 1)
 		return

@@ -24,6 +24,7 @@ func TestOptionsRefuseNonDocumentationAddresses(t *testing.T) {
 		{"-server", "[2001:4860::1]:5678"},
 		{"-server", "[2001:db8::1]:5678", "-packets", "10", "-target", "8.8.8.8:53"},
 		{"-sink", "10.0.0.1:9000"},
+		{"-server", "[2001:db8::1]:5678,[2001:4860::1]:5678"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil || !strings.Contains(err.Error(), "documentation") {
 			t.Errorf("%v: err = %v, want a refusal naming documentation addresses", args, err)
@@ -206,6 +207,28 @@ func TestLoadAgainstFakeServer(t *testing.T) {
 	// 20 sessions at 200 packets/s for 0.7 s: about 2,800 packets.
 	if r.PacketsSent < 1000 || f.data.Load() != r.PacketsSent || r.DataReceived != r.PacketsSent {
 		t.Errorf("packets: sent %d, server got %d, echoed back %d", r.PacketsSent, f.data.Load(), r.DataReceived)
+	}
+}
+
+// TestLoadSpreadsOverServers gives -server two servers: session i goes to
+// the (i mod 2)th, so each serves half of them, and the report counts all.
+func TestLoadSpreadsOverServers(t *testing.T) {
+	a, b := startFake(t, 0), startFake(t, 0)
+	args := []string{"-server", a.ln.Addr().String() + "," + b.ln.Addr().String(), "-n", "11", "-concurrency", "3",
+		"-duration", "50ms", "-json", "-quiet"}
+	var out, errOut bytes.Buffer
+	if code := run(args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	var r loadReport
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if r.Established != 11 || a.next.Load() != 6 || b.next.Load() != 5 {
+		t.Errorf("established %d; first server set up %d (want 6), second %d (want 5)", r.Established, a.next.Load(), b.next.Load())
+	}
+	if _, err := parseOptions([]string{"-server", a.ln.Addr().String() + ",x"}, io.Discard); err == nil {
+		t.Error("a -server list with a malformed entry was accepted")
 	}
 }
 

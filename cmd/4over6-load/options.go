@@ -46,7 +46,7 @@ func isDocumentation(a netip.Addr) bool {
 
 type options struct {
 	// client mode
-	server      netip.AddrPort
+	servers     []netip.AddrPort // session i dials servers[i % len(servers)]
 	n           int
 	rate        float64
 	duration    time.Duration
@@ -69,6 +69,8 @@ type options struct {
 
 const usage = `usage:
   4over6-load -server [2001:db8:1::1]:5678 -n 1000 [flags]      open N sessions, hold them, report
+  4over6-load -server [2001:db8:f::11]:5678,[2001:db8:f::12]:5678 -n 1000 [flags]
+                                                               the same, spread round-robin over several servers
   4over6-load -sink 198.51.100.2:9000 -duration 20s [-echo]     count (and echo) the UDP packets sessions send
 
 Every run is bounded: setup stops after -setup-limit, sessions are held for
@@ -90,7 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		server, target, sink, srcs string
 		hardDuration               time.Duration
 	)
-	fs.StringVar(&server, "server", "", "4over6d address, [IPv6]:port")
+	fs.StringVar(&server, "server", "", "4over6d address, [IPv6]:port, or a comma list of them: session i dials the (i mod count)th, like source i (a fleet's nodes)")
 	fs.IntVar(&o.n, "n", 100, "sessions to open")
 	fs.Float64Var(&o.rate, "rate", 0, "connects per second (0: as fast as -concurrency allows)")
 	fs.DurationVar(&hardDuration, "duration", 10*time.Second, "how long to hold the sessions once set up (sink: how long to listen)")
@@ -134,13 +136,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if server == "" {
 		return nil, errors.New("-server is required (or -sink for sink mode)")
 	}
-	ap, err := netip.ParseAddrPort(server)
-	if err != nil {
-		return nil, fmt.Errorf("-server: %w", err)
-	}
-	o.server = ap
-	if err := check("server", ap.Addr()); err != nil {
-		return nil, err
+	for _, part := range strings.Split(server, ",") {
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("-server: %w", err)
+		}
+		if err := check("server", ap.Addr()); err != nil {
+			return nil, err
+		}
+		o.servers = append(o.servers, ap)
 	}
 	switch {
 	case o.n < 1 || o.n > maxSessions:

@@ -23,7 +23,8 @@
 # usage: sudo scripts/bench/run.sh [--time N] [--smoke] [--cases LIST] [--no-doc] [--keep]
 #   --time N      seconds per iperf3 test (default 10)
 #   --repeat N    runs of the single-stream TCP tests, the median is reported (default 3)
-#   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number
+#   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number;
+#                 then scripts/bench/fleet.sh --smoke (one node and fleets of 1 and 3 on etcd, ~30 s)
 #   --cases LIST  comma list of carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard (default all;
 #                 4over6-plain is the tunnel with -offload=false, the in-run baseline for offloads;
 #                 4over6-rate the tunnel with -rate-limit 8mbit and 100mbit)
@@ -360,3 +361,10 @@ args=(bench -dir "$BENCH_WORK" -cases "$CASES")
 [[ -n $SMOKE ]] && args+=(-check)
 [[ -n $DOC ]] && args+=(-md docs/performance.md -png docs/img/bench.png)
 go run ./scripts/bench/report "${args[@]}"
+
+# The fleet's setup path (issue #16) on a real etcd cluster, as small as
+# it stays meaningful; it cleans up after itself like this script.
+if [[ -n $SMOKE ]]; then
+	say "fleet smoke: scripts/bench/fleet.sh --smoke"
+	bash scripts/bench/fleet.sh --smoke
+fi
