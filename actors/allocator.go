@@ -39,6 +39,10 @@ type allocator struct {
 	// staticOK, in a fleet, says whether a client's static address may be
 	// bound here now (it may lie in another node's block).
 	staticOK func(netip.Addr) bool
+	// blocks, in a fleet, are the prefixes this node leases from: a scan
+	// looks only there, lowest first, instead of walking a pool that is
+	// mostly other nodes' (nil: the whole pool, from the cursor).
+	blocks func() []netip.Prefix
 }
 
 type reservation struct {
@@ -200,6 +204,9 @@ func (a *allocator) scan(ok func(netip.Addr) bool) (netip.Addr, bool) {
 	if len(a.byAddr) >= a.size {
 		return netip.Addr{}, false
 	}
+	if a.blocks != nil {
+		return a.scanBlocks(ok)
+	}
 	x := a.next
 	for range a.size {
 		cand := x
@@ -209,6 +216,17 @@ func (a *allocator) scan(ok func(netip.Addr) bool) (netip.Addr, bool) {
 		if ok(cand) {
 			a.next = x
 			return cand, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (a *allocator) scanBlocks(ok func(netip.Addr) bool) (netip.Addr, bool) {
+	for _, b := range a.blocks() {
+		for x := b.Masked().Addr(); b.Contains(x); x = x.Next() {
+			if a.inRange(x) && ok(x) {
+				return x, true
+			}
 		}
 	}
 	return netip.Addr{}, false

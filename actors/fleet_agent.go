@@ -26,17 +26,25 @@ type fleetAgent struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	ops     chan *fleetOp
+	urgent  chan *fleetOp // block claims and re-registering: ahead of the queue of binds
 	plane   chan planeState
 	wg      sync.WaitGroup
 }
 
 // fleetWorkers bounds the transactions in flight: each waits for a quorum
-// write, so a few in parallel keep setups from queueing behind one fsync.
-const fleetWorkers = 8
+// write (some tens of ms on a loaded machine), and etcd batches the ones
+// that arrive together into one Raft entry and fsync, so setups/s grow
+// with this number until etcd's own limit (~850/s on the 2-core test
+// machine: 64 workers gave no more, with twice the round trip).
+const fleetWorkers = 32
 
 // fleetOpQueue bounds the transactions waiting for a worker; a pool that
 // finds it full answers fleet_unavailable rather than wait.
 const fleetOpQueue = 4096
+
+// fleetUrgentQueue bounds the block claims and re-registrations waiting;
+// the pool has at most a few claims in flight.
+const fleetUrgentQueue = 64
 
 // Messages from the agent to the pool.
 type (
@@ -78,7 +86,7 @@ type planeState struct {
 func startFleetAgent(f *Fleet, send func(any), m *Metrics, log *slog.Logger) *fleetAgent {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &fleetAgent{f: f, send: send, metrics: m, log: log, ctx: ctx, cancel: cancel,
-		ops: make(chan *fleetOp, fleetOpQueue), plane: make(chan planeState, 1)}
+		ops: make(chan *fleetOp, fleetOpQueue), urgent: make(chan *fleetOp, fleetUrgentQueue), plane: make(chan planeState, 1)}
 	a.wg.Go(a.watch)
 	a.wg.Go(a.keep)
 	for range fleetWorkers {
@@ -96,10 +104,16 @@ func (a *fleetAgent) stop() {
 	a.wg.Wait()
 }
 
-// submit queues a transaction; false when the queue is full.
+// submit queues a transaction; false when the queue is full. What
+// unblocks many setups at once (a block) or the whole node (a lease)
+// goes ahead of the binds waiting.
 func (a *fleetAgent) submit(op *fleetOp) bool {
+	q := a.ops
+	if op.kind == opClaimBlock || op.kind == opRejoin {
+		q = a.urgent
+	}
 	select {
-	case a.ops <- op:
+	case q <- op:
 		return true
 	default:
 		return false
@@ -254,20 +268,26 @@ func (a *fleetAgent) renew(id clientv3.LeaseID, which string, timeout time.Durat
 
 func (a *fleetAgent) work() {
 	for {
+		var op *fleetOp
 		select {
-		case <-a.ctx.Done():
-			return
-		case op := <-a.ops:
-			start := time.Now()
-			op.err = op.run(a.ctx, a.f)
-			if op.err == nil {
-				a.metrics.EtcdRTT(time.Since(start))
-			}
-			if a.ctx.Err() != nil {
+		case op = <-a.urgent:
+		default:
+			select {
+			case <-a.ctx.Done():
 				return
+			case op = <-a.urgent:
+			case op = <-a.ops:
 			}
-			a.send(&fleetOpDone{Op: op})
 		}
+		start := time.Now()
+		op.err = op.run(a.ctx, a.f)
+		if op.err == nil {
+			a.metrics.EtcdRTT(time.Since(start))
+		}
+		if a.ctx.Err() != nil {
+			return
+		}
+		a.send(&fleetOpDone{Op: op})
 	}
 }
 

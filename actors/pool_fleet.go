@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -52,7 +53,13 @@ type fleetWait struct {
 	attempts int
 	noSticky bool // the binding could not be had: any address will do
 	looked   bool // the binding was read from etcd after the view lacked it
+	seq      uint64
 }
+
+// fleetMaxClaims bounds the block claims in flight: enough for a burst of
+// setups (each claim serves a block's worth), few enough not to grab
+// blocks other nodes could use.
+const fleetMaxClaims = 4
 
 // fleetMaxAttempts bounds the transactions one request may lose to other
 // nodes before it is denied.
@@ -83,7 +90,9 @@ type poolFleet struct {
 	pending  map[netip.Addr]bool       // unbind transactions in flight
 	releases map[netip.Addr]bool       // block releases in flight
 	empty    map[netip.Addr]time.Time  // our blocks with nothing in them, since
-	claiming bool                      // a block claim is in flight
+	claiming map[netip.Addr]bool       // block claims in flight
+	myBlocks []netip.Prefix            // the blocks we hold, sorted (countFleet)
+	seq      uint64                    // of the last wait, to serve waits in order
 	fixing   map[netip.Addr]bool       // claims and binds for live sessions in flight (reconcile)
 	plane    string                    // the data plane last programmed, as text
 	numbers  [2]int                    // last published sessions, leased
@@ -96,9 +105,11 @@ func (p *AddressPool) startFleet(ctx actor.Context) {
 	f := p.cfg.Fleet
 	fl := &poolFleet{f: f, me: f.cfg.Node, view: newFleetView(f.keys, f.cfg.BlockBits),
 		waits: make(map[string]*fleetWait), handing: make(map[netip.Addr]moveRecord),
-		pending: make(map[netip.Addr]bool), fixing: make(map[netip.Addr]bool), releases: make(map[netip.Addr]bool), empty: make(map[netip.Addr]time.Time)}
+		pending: make(map[netip.Addr]bool), fixing: make(map[netip.Addr]bool), releases: make(map[netip.Addr]bool), empty: make(map[netip.Addr]time.Time),
+		claiming: make(map[netip.Addr]bool)}
 	p.fl = fl
 	p.alloc.usable, p.alloc.staticOK = fl.usable, fl.staticBindable
+	p.alloc.blocks = func() []netip.Prefix { return fl.myBlocks }
 	self, sys := ctx.Self(), ctx.ActorSystem()
 	fl.agent = startFleetAgent(f, func(m any) { sys.Root.Send(self, m) }, p.cfg.Metrics, p.cfg.Logger)
 	p.armFleetTick(ctx)
@@ -202,7 +213,8 @@ func (p *AddressPool) fleetGrant(ctx actor.Context, m *messages.LeaseRequest, re
 		ctx.Send(reply, &messages.LeaseGranted{Addr: l.Addr, Rate: p.staticRate(m.Client.Addr())})
 		return
 	}
-	w := &fleetWait{req: m, reply: reply, src: p.alloc.key(m.Client.Addr())}
+	fl.seq++
+	w := &fleetWait{req: m, reply: reply, src: p.alloc.key(m.Client.Addr()), seq: fl.seq}
 	fl.waits[id] = w
 	ctx.Watch(m.Session)
 	if !fl.loaded || !fl.known {
@@ -216,11 +228,22 @@ func (p *AddressPool) serveQueued(ctx actor.Context) {
 	if !fl.loaded || !fl.known {
 		return
 	}
-	for _, w := range fl.waits {
-		if w.stage == stageQueued {
-			p.advance(ctx, w)
+	for _, w := range p.waitsAt(stageQueued) {
+		p.advance(ctx, w)
+	}
+}
+
+// waitsAt lists the waits at stage in the order they came, so a burst of
+// setups is served first come, first served.
+func (p *AddressPool) waitsAt(stage waitStage) []*fleetWait {
+	var out []*fleetWait
+	for _, w := range p.fl.waits {
+		if w.stage == stage {
+			out = append(out, w)
 		}
 	}
+	slices.SortFunc(out, func(a, b *fleetWait) int { return cmp.Compare(a.seq, b.seq) })
+	return out
 }
 
 // advance takes a wait one step: the client's binding if it can be had,
@@ -308,24 +331,55 @@ func (p *AddressPool) fresh(ctx actor.Context, w *fleetWait) {
 			}
 		}
 		p.bind(ctx, w, addr, prev, cleanup)
+		p.claimAhead(ctx)
 		return
 	}
 	w.stage = stageBlock
-	if fl.claiming {
-		return
-	}
-	first, ok := p.freeBlock()
-	if !ok {
+	if !p.claimBlocks(ctx) && len(fl.claiming) == 0 {
 		p.cfg.Metrics.LeaseDenials.Add(1)
 		delete(fl.waits, id)
 		ctx.Send(w.reply, &messages.LeaseDenied{Reason: "address pool exhausted (every block of the fleet is held and ours are full)"})
-		return
 	}
-	fl.claiming = true
-	p.submit(ctx, &fleetOp{kind: opClaimBlock, addr: first})
 }
 
-// freeBlock picks the lowest block of the pool that no node holds.
+// claimBlocks claims as many blocks as the waiting setups need, up to
+// fleetMaxClaims in flight; false if no block is free.
+func (p *AddressPool) claimBlocks(ctx actor.Context) bool {
+	fl := p.fl
+	size := 1 << (32 - fl.f.cfg.BlockBits)
+	need := (len(p.waitsAt(stageBlock)) + size - 1) / size
+	for len(fl.claiming) < min(need, fleetMaxClaims) {
+		if !p.claimOne(ctx) {
+			return false
+		}
+	}
+	return true
+}
+
+// claimAhead claims the next block while half a block is still free, so
+// that a steady stream of setups does not wait for a claim's round trip.
+func (p *AddressPool) claimAhead(ctx actor.Context) {
+	fl := p.fl
+	size := 1 << (32 - fl.f.cfg.BlockBits)
+	if len(fl.claiming) == 0 && len(fl.myBlocks)*size-p.alloc.leased() < size/2 {
+		p.claimOne(ctx)
+	}
+}
+
+func (p *AddressPool) claimOne(ctx actor.Context) bool {
+	first, ok := p.freeBlock()
+	if !ok {
+		return false
+	}
+	p.fl.claiming[first] = true
+	p.submit(ctx, &fleetOp{kind: opClaimBlock, addr: first})
+	return true
+}
+
+// freeBlock picks the lowest block nobody holds and we are not claiming.
+// Nodes that start together race for the same blocks; a lost race costs
+// one round trip to etcd, with the claims in flight at once and ahead of
+// the binds.
 func (p *AddressPool) freeBlock() (netip.Addr, bool) {
 	bits := p.fl.f.cfg.BlockBits
 	pool := p.cfg.Pool.Masked()
@@ -334,7 +388,7 @@ func (p *AddressPool) freeBlock() (netip.Addr, bool) {
 	base := addrToU32(pool.Addr())
 	for i := range n {
 		first := u32ToAddr(base + i*step)
-		if _, held := p.fl.view.blocks[first]; !held {
+		if _, held := p.fl.view.blocks[first]; !held && !p.fl.claiming[first] {
 			return first, true
 		}
 	}
@@ -352,7 +406,7 @@ func (p *AddressPool) submit(ctx actor.Context, op *fleetOp) {
 	if !p.fl.agent.submit(op) {
 		p.cfg.Logger.Warn("fleet: transaction queue full; dropping housekeeping", slog.Int("kind", int(op.kind)))
 		if op.kind == opClaimBlock {
-			p.fl.claiming = false
+			delete(p.fl.claiming, op.addr)
 		}
 	}
 }
@@ -422,20 +476,22 @@ func (p *AddressPool) onFleetOp(ctx actor.Context, op *fleetOp) {
 
 func (p *AddressPool) onBlockClaimed(ctx actor.Context, op *fleetOp) {
 	fl := p.fl
-	fl.claiming = false
+	delete(fl.claiming, op.addr)
 	switch {
 	case op.err != nil:
 		p.cfg.Logger.Warn("fleet: claiming a block failed", slog.String("block", op.addr.String()), slog.Any("err", op.err))
-		for _, w := range fl.waits {
-			if w.stage == stageBlock {
-				p.denyFleet(ctx, w, "claiming a block failed")
-			}
+		if len(fl.claiming) > 0 {
+			return // the others may still serve the waits
+		}
+		for _, w := range p.waitsAt(stageBlock) {
+			p.denyFleet(ctx, w, "claiming a block failed")
 		}
 		return
 	case op.ok:
 		fl.view.blocks[op.addr] = fl.me // the watch confirms it
 		p.cfg.Logger.Info("fleet: claimed a block", slog.String("block", netip.PrefixFrom(op.addr, fl.f.cfg.BlockBits).String()))
 		p.programPlane()
+		p.countFleet()
 	default:
 		// Another node was first; the watch tells us who, and we pick
 		// another. Its event may have come in before this answer: the
@@ -445,8 +501,8 @@ func (p *AddressPool) onBlockClaimed(ctx actor.Context, op *fleetOp) {
 			fl.view.blocks[op.addr] = "?"
 		}
 	}
-	for _, w := range fl.waits {
-		if w.stage == stageBlock {
+	for _, w := range p.waitsAt(stageBlock) {
+		if fl.waits[w.req.Session.Id] == w && w.stage == stageBlock {
 			p.fresh(ctx, w)
 		}
 	}
@@ -878,7 +934,8 @@ func planeKey(s planeState) string {
 
 func (p *AddressPool) countFleet() {
 	fl := p.fl
-	p.cfg.Metrics.FleetBlocks.Store(int64(len(fl.view.blocksOf(fl.me))))
+	fl.myBlocks = fl.view.blocksOf(fl.me)
+	p.cfg.Metrics.FleetBlocks.Store(int64(len(fl.myBlocks)))
 	p.cfg.Metrics.FleetClaims.Store(int64(len(fl.view.claimsOf(fl.me))))
 }
 

@@ -291,7 +291,11 @@ func (s *Session) sendHeartbeat() {
 
 func (s *Session) checkSilence(ctx actor.Context) {
 	if s.state != stateAssigned {
-		s.cfg.Logger.Info("client sent no address request in time; closing", slog.String("client", s.client.String()))
+		msg := "client sent no address request in time; closing"
+		if s.state == stateRequesting {
+			msg = "no address for the client in time (the pool did not answer its request); closing"
+		}
+		s.cfg.Logger.Info(msg, slog.String("client", s.client.String()))
 		s.stop(ctx, CloseHandshakeTimeout)
 		return
 	}
