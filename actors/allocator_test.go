@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -130,5 +131,27 @@ func TestAllocatorStickiness(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.steps(t, newAllocator(pool, time.Minute))
 		})
+	}
+}
+
+// In a fleet the allocator leases only from the node's blocks, lowest
+// first, and from the next block once one is full; never outside them.
+func TestAllocatorLeasesOnlyFromItsBlocks(t *testing.T) {
+	a := newAllocator(netip.MustParsePrefix("192.0.2.0/24"), time.Minute)
+	blocks := []netip.Prefix{netip.MustParsePrefix("192.0.2.32/30"), netip.MustParsePrefix("192.0.2.200/30")}
+	a.blocks = func() []netip.Prefix { return blocks }
+	client := netip.MustParseAddr("2001:db8:c::1")
+	var got []string
+	for i := range 9 {
+		addr, ok := a.allocate(fmt.Sprint("s", i), client, time.Now())
+		if !ok {
+			got = append(got, "none")
+			continue
+		}
+		got = append(got, addr.String())
+	}
+	want := "[192.0.2.32 192.0.2.33 192.0.2.34 192.0.2.35 192.0.2.200 192.0.2.201 192.0.2.202 192.0.2.203 none]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("leased %v, want %s", got, want)
 	}
 }
