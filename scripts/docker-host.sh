@@ -4,7 +4,8 @@
 # Docker from Debian packages when it is missing, start dockerd by hand
 # with options that leave the host's firewall alone, and put the host
 # back as it was afterwards (dockerd changes sysctls, iptables and links,
-# and leaves them so when it exits).
+# and leaves them so when it exits). main_pid finds a container's main
+# process for the tests that kill it.
 #
 # The caller defines pass, fail, abort (fail and exit), step and limit
 # (sets T to the seconds left for a step, at most $1), and the variables
@@ -114,6 +115,30 @@ open_host() {
 			abort "failed to set the host's FORWARD policy to ACCEPT"
 	fi
 	echo "host opened for the test: ip_forward=1, IPv6 forwarding=1, FORWARD policy ACCEPT (restored at the end)"
+}
+
+# main_pid prints the host PID of the container's main process: the
+# oldest child of docker-init (init: true), found through /proc so no ps
+# is needed. Not just any child: orphans of processes run by docker exec
+# (busybox timeout's timer, in the healthchecks) are reparented to it too.
+main_pid() {
+	local init f line fields pid best="" best_start=0
+	init=$(docker inspect -f '{{.State.Pid}}' "$1") || return 1
+	for f in /proc/[0-9]*/stat; do
+		read -r line <"$f" 2>/dev/null || continue
+		# Fields 3 on, after the command name: [1] is the parent (field
+		# 4), [19] the start time (field 22).
+		read -ra fields <<<"${line##*) }"
+		[[ ${fields[1]} == "$init" ]] || continue
+		pid=${f#/proc/}
+		pid=${pid%/stat}
+		if [[ -z $best ]] || ((fields[19] < best_start)); then
+			best=$pid best_start=${fields[19]}
+		fi
+	done
+	[[ -n $best ]] || return 1
+	printf '%s
+' "$best"
 }
 
 # docker_install installs Docker, compose and make from Debian packages

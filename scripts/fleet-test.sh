@@ -17,7 +17,9 @@
 #   3. stops client2's node (docker stop): client2 moves to the next node
 #      in its list with the same address, pings the internet host and the
 #      other clients again; the stopped node is gone from the fleet; it
-#      starts again and rejoins;
+#      starts again and rejoins. Then kills (-9) the 4over6d of the node
+#      client2 moved to: its clients come back on the other nodes with
+#      their addresses, Docker restarts it and it rejoins the fleet;
 #   4. `make fleet-down`: no container, network or volume of the fleet's
 #      compose project remains; stops dockerd by its PID and puts back
 #      anything on the host that differs from before it started. Also on
@@ -47,6 +49,8 @@ declare -A V4=([n1]=198.51.100.10 [n2]=198.51.100.13 [n3]=198.51.100.14)
 declare -A FIRST=([client1]=n1 [client2]=n2 [client3]=n3)
 MOVER=client2
 NEXT=n3
+# The node killed (kill -9) after that: the one the mover went to.
+VICTIM=n3
 # Bounds, in seconds: each wait, and BUDGET for everything before the
 # cleanup (at most about 2 minutes more), so the whole script stays
 # under 10 minutes even when every step runs into its timeout. A client
@@ -81,7 +85,17 @@ limit() {
 }
 
 fleet() { ./deploy/docker/lab.sh "$@"; }
-cid() { fleet compose ps -q "$1" 2>/dev/null; }
+# cid prints a service's container ID: from IDS, filled once the fleet is
+# up (IDs stay across stop, start and restarts; compose v1 takes half a
+# second to answer), else from compose.
+declare -A IDS
+cid() {
+	if [[ -n ${IDS[$1]:-} ]]; then
+		printf '%s\n' "${IDS[$1]}"
+	else
+		fleet compose ps -q "$1" 2>/dev/null
+	fi
+}
 # in_ctr runs a command in a service's container, bounded in time.
 in_ctr() {
 	local s=$1 T
@@ -168,6 +182,10 @@ if timeout "$T" make fleet; then
 else
 	abort "make fleet failed after $((SECONDS - t0))s (limit ${T}s): see its output above"
 fi
+for s in "${NODES[@]}" "${CLIENTS[@]}"; do
+	IDS[$s]=$(cid "$s")
+	[[ -n ${IDS[$s]} ]] || abort "no container for $s"
+done
 
 step "every node registered in etcd"
 for n in "${NODES[@]}"; do
@@ -297,9 +315,6 @@ for c in "${CLIENTS[@]}"; do
 	[[ $l == "${leased[$c]}" ]] || fail "$c's address changed while $down stopped: ${leased[$c]} -> '$l'"
 done
 c2c "$MOVER"
-for c in "${CLIENTS[@]}"; do
-	[[ $c == "$MOVER" ]] || c2c "$c"
-done
 
 step "start $down again"
 t0=$SECONDS
@@ -318,6 +333,61 @@ if [[ $st == *"state: ok"* && $st == *"nodes: ${#NODES[@]}"* ]] && listed "$st" 
 else
 	printf '%s\n' "$st"
 	fail "$down did not rejoin the fleet within ${RECOVER_WAIT}s"
+fi
+
+step "kill -9 the 4over6d of $VICTIM"
+# The clients on it move to the other nodes and, once its etcd lease has
+# run out (-etcd-ttl, 10 s), have their addresses back there; Docker
+# restarts it, and it registers again when the old record is gone.
+movers=()
+for c in "${CLIENTS[@]}"; do [[ ${on[$c]} == "$VICTIM" ]] && movers+=("$c"); done
+id=$(cid "$VICTIM")
+before=$(docker inspect -f '{{.RestartCount}}' "$id")
+pid=$(main_pid "$id")
+comm=$(cat "/proc/$pid/comm" 2>/dev/null)
+if [[ $comm == 4over6d && ${#movers[@]} -gt 0 ]]; then
+	echo "$VICTIM has ${movers[*]}; killing 4over6d (host PID $pid)"
+	t0=$SECONDS
+	kill -KILL "$pid"
+	limit "$RECOVER_WAIT"
+	deadline=$((SECONDS + T))
+	while ((SECONDS < deadline)); do
+		back=0
+		for c in "${movers[@]}"; do
+			now=$(lease "$c")
+			[[ $now == "${leased[$c]}" ]] && ping_ok "$c" "$WEB" && [[ -n $(node_of "$c" "$now") ]] && back=$((back + 1))
+		done
+		((back == ${#movers[@]})) && break
+		sleep 1
+	done
+	for c in "${movers[@]}"; do
+		now=$(lease "$c")
+		where=$(node_of "$c" "$now")
+		if [[ $now == "${leased[$c]}" && -n $where ]] && ping_ok "$c" "$WEB"; then
+			pass "$c back on $where with its address $now after $VICTIM was killed ($((SECONDS - t0))s)"
+			on[$c]=$where
+		else
+			fail "$c after $VICTIM was killed: address '$now' (had ${leased[$c]}), node '$where', or no ping to $WEB"
+		fi
+	done
+	deadline=$((SECONDS + T))
+	st=""
+	while ((SECONDS < deadline)); do
+		st=$(fleet_status "$VICTIM")
+		[[ $st == *"state: ok"* && $st == *"nodes: ${#NODES[@]}"* ]] && break
+		sleep 1
+	done
+	after=$(docker inspect -f '{{.RestartCount}}' "$id")
+	if ((after > before)) && [[ $st == *"state: ok"* && $st == *"nodes: ${#NODES[@]}"* ]] && listed "$st" "$VICTIM"; then
+		pass "$VICTIM: Docker restarted it (restarts $before -> $after) and it rejoined the fleet ($((SECONDS - t0))s)"
+	else
+		printf '%s
+' "$st"
+		fail "$VICTIM: restarts $before -> $after, not back in the fleet within ${RECOVER_WAIT}s"
+	fi
+	c2c "${movers[0]}"
+else
+	fail "$VICTIM: main process '$comm' (PID $pid), clients on it: '${movers[*]}': cannot run the kill test"
 fi
 
 # --- 4. down ---

@@ -90,23 +90,6 @@ lease() {
 	printf '%s\n' "${out%%/*}"
 }
 restarts() { docker inspect -f '{{.RestartCount}}' "$1" 2>/dev/null; }
-# main_pid prints the host PID of the container's main process: the child
-# of docker-init (init: true), found through /proc so no ps is needed.
-main_pid() {
-	local init f line rest
-	init=$(docker inspect -f '{{.State.Pid}}' "$1") || return 1
-	for f in /proc/[0-9]*/stat; do
-		read -r line <"$f" 2>/dev/null || continue
-		rest=${line##*) }
-		rest=${rest#* }
-		if [[ ${rest%% *} == "$init" ]]; then
-			f=${f#/proc/}
-			printf '%s\n' "${f%/stat}"
-			return 0
-		fi
-	done
-	return 1
-}
 # tunnel_ok reports whether a client reaches the internet host through the
 # tunnel right now.
 tunnel_ok() { timeout 5 docker exec "$1" ping -c 1 -W 2 "$WEB" >/dev/null 2>&1; }
