@@ -9,7 +9,8 @@
 #   make images     static binaries and the lab's FROM scratch images (no registry)
 #   make lab        images, then the containerized lab up and healthy
 #   make lab-down   remove the lab's containers, networks and volumes
-#   make fleet      images with etcd, then the containerized fleet
+#   make fleet-images  make images, plus 4over6d-etcd (Debian's etcd-server)
+#   make fleet      fleet-images, then the containerized fleet
 #                   (docker-compose.fleet.yml: 3 etcd members, 3 nodes,
 #                   3 clients) up and healthy
 #   make fleet-down remove the fleet's containers, networks and volumes

@@ -76,7 +76,7 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 
 # The containerized fleet (3 etcd members, 3 nodes, 3 clients; Docker as
-# above; about 2 minutes).
+# above; about 1.5 minutes).
 if [[ $(id -u) -eq 0 ]]; then
 	if bash scripts/fleet-test.sh >"$log" 2>&1; then
 		echo "--- PASS: containerized fleet (scripts/fleet-test.sh)"
