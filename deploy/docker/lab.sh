@@ -8,11 +8,11 @@
 #   deploy/docker/lab.sh compose ... # any compose command, e.g. `compose ps`
 #
 # `make lab` and `make lab-down` call it; `make fleet` and `make fleet-down`
-# call it with LAB_COMPOSE_FILE=docker-compose.fleet.yml, which selects
-# that file and its own compose project (LAB_PROJECT, default: the file's
-# name without docker-compose. and .yml, prefixed 4over6d-), so that the
-# two never take each other's containers for orphans. Compose v2 waits with `up --wait`;
-# compose v1 has no --wait, so the health of the containers is polled here,
+# call it with LAB_COMPOSE_FILE=docker-compose.fleet.yml (a path from the
+# repository root), which selects that file and its own compose project
+# (LAB_PROJECT, default: the file's name without docker-compose. and .yml,
+# prefixed 4over6d-), so that neither takes the other's containers for
+# orphans. Compose v2 waits with `up --wait`; compose v1 has no --wait, so the health of the containers is polled here,
 # up to LAB_WAIT seconds (default 180). A container that keeps exiting
 # fails the wait at once, with its logs.
 set -euo pipefail
