@@ -12,9 +12,10 @@
 # repository root), which selects that file and its own compose project
 # (LAB_PROJECT, default: the file's name without docker-compose. and .yml,
 # prefixed 4over6d-), so that neither takes the other's containers for
-# orphans. Compose v2 waits with `up --wait`; compose v1 has no --wait, so the health of the containers is polled here,
-# up to LAB_WAIT seconds (default 180). A container that keeps exiting
-# fails the wait at once, with its logs.
+# orphans. Compose v2 waits with `up --wait`; compose v1 has no --wait,
+# so the health of the containers is polled here, up to LAB_WAIT seconds
+# (default 180). A container that keeps exiting fails the wait at once,
+# with its logs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
