@@ -9,11 +9,16 @@
 #   make images     static binaries and the lab's FROM scratch images (no registry)
 #   make lab        images, then the containerized lab up and healthy
 #   make lab-down   remove the lab's containers, networks and volumes
+#   make fleet-images  make images, plus 4over6d-etcd (Debian's etcd-server)
+#   make fleet      fleet-images, then the containerized fleet
+#                   (docker-compose.fleet.yml: 3 etcd members, 3 nodes,
+#                   3 clients) up and healthy
+#   make fleet-down remove the fleet's containers, networks and volumes
 
 GO ?= go
 CMDS := ./cmd/4over6d ./cmd/4over6c ./cmd/4over6-web
 
-.PHONY: build check test demo images lab lab-down
+.PHONY: build check test demo images lab lab-down fleet-images fleet fleet-down
 
 build:
 	mkdir -p bin
@@ -40,3 +45,12 @@ lab: images
 
 lab-down:
 	./deploy/docker/lab.sh down
+
+fleet-images:
+	./deploy/docker/build-images.sh server client web etcd
+
+fleet: fleet-images
+	LAB_COMPOSE_FILE=docker-compose.fleet.yml ./deploy/docker/lab.sh up
+
+fleet-down:
+	LAB_COMPOSE_FILE=docker-compose.fleet.yml ./deploy/docker/lab.sh down

@@ -7,10 +7,15 @@
 #   deploy/docker/lab.sh down        # down -v: containers, networks and volumes
 #   deploy/docker/lab.sh compose ... # any compose command, e.g. `compose ps`
 #
-# `make lab` and `make lab-down` call it. Compose v2 waits with `up --wait`;
-# compose v1 has no --wait, so the health of the containers is polled here,
-# up to LAB_WAIT seconds (default 180). A container that keeps exiting
-# fails the wait at once, with its logs.
+# `make lab` and `make lab-down` call it; `make fleet` and `make fleet-down`
+# call it with LAB_COMPOSE_FILE=docker-compose.fleet.yml (a path from the
+# repository root), which selects that file and its own compose project
+# (LAB_PROJECT, default: the file's name without docker-compose. and .yml,
+# prefixed 4over6d-), so that neither takes the other's containers for
+# orphans. Compose v2 waits with `up --wait`; compose v1 has no --wait,
+# so the health of the containers is polled here, up to LAB_WAIT seconds
+# (default 180). A container that keeps exiting fails the wait at once,
+# with its logs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,6 +29,13 @@ elif command -v docker-compose >/dev/null 2>&1; then
 	COMPOSE=(docker-compose)
 else
 	die "neither 'docker compose' (v2) nor 'docker-compose' (v1) is installed (Debian: apt-get install docker-compose)"
+fi
+
+if [[ -n ${LAB_COMPOSE_FILE:-} ]]; then
+	[[ -r $LAB_COMPOSE_FILE ]] || die "LAB_COMPOSE_FILE: no such file: $LAB_COMPOSE_FILE"
+	name=$(basename "$LAB_COMPOSE_FILE" .yml)
+	name=${name#docker-compose.}
+	COMPOSE+=(-f "$LAB_COMPOSE_FILE" -p "${LAB_PROJECT:-4over6d-$name}")
 fi
 
 compose() { "${COMPOSE[@]}" "$@"; }
