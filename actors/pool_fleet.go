@@ -475,7 +475,10 @@ func (p *AddressPool) onFixed(ctx actor.Context, op *fleetOp) {
 	case op.ok && op.kind == opBind:
 		p.noteBinding(op, fl.me)
 	case !op.ok && op.kind == opClaim:
-		delete(fl.view.claims, op.addr) // someone else's: the watch says whose
+		// Someone else's: the watch says whose, and may have already.
+		if fl.view.claims[op.addr] == fl.me {
+			delete(fl.view.claims, op.addr)
+		}
 		p.applyAnswer(op)
 	case !op.ok:
 		p.applyAnswer(op)
