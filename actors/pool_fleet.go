@@ -547,7 +547,10 @@ func (p *AddressPool) onFixed(ctx actor.Context, op *fleetOp) {
 	case op.ok && op.kind == opClaim:
 		p.cfg.Logger.Info("fleet: claimed a live session's address (/32)", slog.String("addr", op.addr.String()))
 	case !op.ok && op.kind == opClaim:
-		delete(fl.view.claims, op.addr) // someone else's: the watch says whose
+		// Someone else's: the watch says whose, and may have already.
+		if fl.view.claims[op.addr] == fl.me {
+			delete(fl.view.claims, op.addr)
+		}
 		p.applyAnswer(op)
 	case !op.ok:
 		p.applyAnswer(op)

@@ -119,6 +119,23 @@ func (r *fleetE2E) pingAcross(t *testing.T, placed map[netip.Addr]fleetSession, 
 	}
 }
 
+// checkOwn fails the test for every session of placed whose address is
+// not inside its node's own blocks or claims (as the node's
+// /api/v1/fleet lists them), and returns those entries by node.
+func (r *fleetE2E) checkOwn(t *testing.T, placed map[netip.Addr]fleetSession) map[string]actors.FleetNode {
+	t.Helper()
+	own := map[string]actors.FleetNode{}
+	for _, n := range r.running() {
+		own[n.name] = r.self(t, n)
+	}
+	for _, s := range placed {
+		if self := own[s.node]; !inOwn(s.addr, self) {
+			t.Errorf("node %s leased %v outside its blocks %v and claims %v", s.node, s.addr, self.Blocks, self.Claims)
+		}
+	}
+	return own
+}
+
 // checkViewsAgree waits until every node's /api/v1/fleet shows every
 // node with the blocks and claims that node lists as its own: the nodes
 // route to each other's blocks by these views.
@@ -159,21 +176,14 @@ func TestE2EFleetSpread(t *testing.T) {
 		waitFor(t, fleetWait, func() bool { return c.tunAddr() == want },
 			func() string { return fmt.Sprintf("client %v's TUN to have %v (has %v)", c.addr, want, c.tunAddr()) })
 	}
-	own := map[string]actors.FleetNode{}
+	own := r.checkOwn(t, placed)
 	var spread []string
 	for _, n := range r.nodes {
-		self := r.self(t, n)
-		own[n.name] = self
 		on := r.clientsOn(placed, n.name)
 		if len(on) == 0 {
 			t.Errorf("node %s serves no client: the clients did not spread", n.name)
 		}
-		for _, c := range on {
-			if a := placed[c.addr].addr; !inOwn(a, self) {
-				t.Errorf("node %s leased %v outside its blocks %v and claims %v", n.name, a, self.Blocks, self.Claims)
-			}
-		}
-		spread = append(spread, fmt.Sprintf("%s: %d sessions in %v", n.name, len(on), self.Blocks))
+		spread = append(spread, fmt.Sprintf("%s: %d sessions in %v", n.name, len(on), own[n.name].Blocks))
 	}
 	for i, a := range r.nodes {
 		for _, b := range r.nodes[i+1:] {
@@ -241,6 +251,8 @@ func TestE2EFleetNodeCrash(t *testing.T) {
 	}
 	checkUnchanged(t, stayed, after)
 	r.checkDistinct(t)
+	r.checkOwn(t, after)
+	r.checkViewsAgree(t)
 	live := r.running()
 	r.pingAcross(t, after, live)
 	// The moved clients themselves reach the other node's clients and
@@ -398,6 +410,7 @@ func TestE2EFleetGracefulRestart(t *testing.T) {
 		t.Errorf("the new client is on %s, want the restarted %s", s.node, victim.name)
 	}
 	r.checkDistinct(t)
+	r.checkOwn(t, placed)
 	// Bindings of sessions that ended go -grace after them: wait that out.
 	var diff []string
 	waitFor(t, fleetGrace+fleetWait, func() bool {
@@ -410,5 +423,6 @@ func TestE2EFleetGracefulRestart(t *testing.T) {
 	}
 	t.Logf("%v after the SIGTERM etcd holds exactly the live fleet's %d keys", time.Since(term).Round(time.Millisecond), len(want))
 	r.checkDistinct(t)
+	r.checkViewsAgree(t)
 	r.mon.verify(t)
 }
