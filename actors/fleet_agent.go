@@ -195,16 +195,17 @@ func watchEvents(in []*clientv3.Event) []fleetEvent {
 	return out
 }
 
-// keep renews both leases every TTL/3. The node turns read-only when the
+// keep renews both leases every TTL/4. The node turns read-only when the
 // node lease has not been renewed for TTL/2, measured from when the last
 // successful renewal was sent (etcd counts the TTL from when it received
 // it, which is later): it then stops leasing before the lease can have
 // run out, so no other node can be given a block it still leases from.
 // While the node is not read-only, no renewal or pause runs past that
-// deadline, so the verdict is never late because etcd hangs.
+// deadline, so the verdict is never late because etcd hangs; renewing at
+// TTL/4 leaves a slow renewal another TTL/4 before the deadline.
 func (a *fleetAgent) keep() {
 	ttl := a.f.cfg.TTL
-	every := max(ttl/3, 300*time.Millisecond)
+	every := max(ttl/4, 250*time.Millisecond)
 	lastNode, lastBind := time.Time{}, time.Now()
 	readOnly, warned, told := true, false, false
 	judge := func() {
@@ -213,17 +214,25 @@ func (a *fleetAgent) keep() {
 			a.send(&fleetHealth{ReadOnly: ro})
 		}
 	}
-	// step bounds the next renewal or pause: every, cut at the read-only
-	// deadline while there is one ahead.
+	// left is the time to the read-only deadline. The node lease's
+	// renewal may take all of it; the binding's and the pause, at most
+	// every. While read-only there is no deadline: every.
+	left := func() time.Duration { return max(time.Until(lastNode.Add(ttl/2)), time.Millisecond) }
+	nodeWait := func() time.Duration {
+		if readOnly {
+			return every
+		}
+		return left()
+	}
 	step := func() time.Duration {
 		if readOnly {
 			return every
 		}
-		return min(every, max(time.Until(lastNode.Add(ttl/2)), time.Millisecond))
+		return min(every, left())
 	}
 	for {
 		l := a.f.leases.Load()
-		if okAt, ok := a.renew(l.node, "node", step(), func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
+		if okAt, ok := a.renew(l.node, "node", nodeWait(), func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
 			lastNode = okAt
 		}
 		judge()

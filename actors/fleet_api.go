@@ -51,7 +51,8 @@ type FleetConfig struct {
 	// unit tests that only look at the address plan.
 	DataPlane DataPlane
 	// DialTimeout bounds each etcd request but the lease renewals (which
-	// take at most TTL/3); 0 means the larger of TTL/3 and 5 s.
+	// end by the read-only deadline, TTL/2 after the last good one); 0
+	// means the larger of TTL/3 and 5 s.
 	DialTimeout time.Duration
 	// Dialer, if set, opens the TCP connections to etcd (tests dial from
 	// inside a network namespace).
