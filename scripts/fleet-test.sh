@@ -61,28 +61,12 @@ FLEET_TIMEOUT=300
 RECOVER_WAIT=90
 BUDGET=480
 
-passed=0
-failed=0
 DOCKERD_PID=""
-FLEET_UP=""
 HOST_SAVED=""
-
-pass() { printf 'PASS: %s\n' "$*"; passed=$((passed + 1)); }
-fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
-step() { printf '\n==> %s\n' "$*"; }
-# abort records a failure that makes the remaining checks pointless.
-abort() {
-	fail "$*"
-	exit 1
-}
-
-# limit sets T to $1 or the seconds left of BUDGET, whichever is less, and
-# aborts once the budget is spent.
-limit() {
-	T=$((BUDGET - SECONDS))
-	((T > $1)) && T=$1
-	((T > 0)) || abort "time budget of ${BUDGET}s spent"
-}
+WHAT=fleet
+# pass, fail, step, abort, limit, check_cleanup (the EXIT trap), UP.
+# shellcheck source=scripts/compose-check.sh
+source scripts/compose-check.sh
 
 fleet() { ./deploy/docker/lab.sh "$@"; }
 # cid prints a service's container ID: from IDS, filled once the fleet is
@@ -141,23 +125,7 @@ overlay_route() { [[ $(timeout 10 docker exec "$(cid "$1")" ip route get "$2" 2>
 # shellcheck source=scripts/docker-host.sh
 source scripts/docker-host.sh
 
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [[ -n $FLEET_UP ]]; then
-		step "cleaning up the fleet"
-		((failed > 0)) && timeout 30 ./deploy/docker/lab.sh compose logs --no-color >"$LOGS/compose.log" 2>&1
-		timeout 60 ./deploy/docker/lab.sh down >/dev/null 2>&1 || echo "fleet down failed" >&2
-	fi
-	docker_stop
-	((failed > 0 || rc != 0)) && echo "logs: $LOGS"
-	((failed == 0 && rc == 0)) && rm -rf "$LOGS"
-	echo
-	echo "$passed passed, $failed failed ($SECONDS s)"
-	((failed > 0)) && exit 1
-	exit "$rc"
-}
-trap cleanup EXIT
+trap check_cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
@@ -174,7 +142,7 @@ docker_start
 
 step "make fleet"
 ./deploy/docker/lab.sh down >/dev/null 2>&1 || true
-FLEET_UP=1
+UP=1
 t0=$SECONDS
 limit "$FLEET_TIMEOUT"
 if timeout "$T" make fleet; then
@@ -403,7 +371,7 @@ if timeout "$T" make fleet-down; then
 		docker volume ls -q --filter "$label"
 	)
 	if [[ -z $left ]]; then
-		FLEET_UP=""
+		UP=""
 		pass "make fleet-down removed the fleet's containers, networks and volumes"
 	else
 		fail "make fleet-down left: $(tr '\n' ' ' <<<"$left")"

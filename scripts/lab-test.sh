@@ -50,28 +50,12 @@ LAB_TIMEOUT=300
 RECOVER_WAIT=60
 BUDGET=450
 
-passed=0
-failed=0
 DOCKERD_PID=""
-LAB_UP=""
 HOST_SAVED=""
-
-pass() { printf 'PASS: %s\n' "$*"; passed=$((passed + 1)); }
-fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
-step() { printf '\n==> %s\n' "$*"; }
-# abort records a failure that makes the remaining checks pointless.
-abort() {
-	fail "$*"
-	exit 1
-}
-
-# limit sets T to $1 or the seconds left of BUDGET, whichever is less, and
-# aborts once the budget is spent.
-limit() {
-	T=$((BUDGET - SECONDS))
-	((T > $1)) && T=$1
-	((T > 0)) || abort "time budget of ${BUDGET}s spent"
-}
+WHAT=lab
+# pass, fail, step, abort, limit, check_cleanup (the EXIT trap), UP.
+# shellcheck source=scripts/compose-check.sh
+source scripts/compose-check.sh
 
 lab() { ./deploy/docker/lab.sh "$@"; }
 cid() { lab compose ps -q "$1" 2>/dev/null; }
@@ -135,23 +119,7 @@ handshake() {
 # shellcheck source=scripts/docker-host.sh
 source scripts/docker-host.sh
 
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [[ -n $LAB_UP ]]; then
-		step "cleaning up the lab"
-		((failed > 0)) && timeout 30 ./deploy/docker/lab.sh compose logs --no-color >"$LOGS/compose.log" 2>&1
-		timeout 60 ./deploy/docker/lab.sh down >/dev/null 2>&1 || echo "lab down failed" >&2
-	fi
-	docker_stop
-	((failed > 0 || rc != 0)) && echo "logs: $LOGS"
-	((failed == 0 && rc == 0)) && rm -rf "$LOGS"
-	echo
-	echo "$passed passed, $failed failed ($SECONDS s)"
-	((failed > 0)) && exit 1
-	exit "$rc"
-}
-trap cleanup EXIT
+trap check_cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
@@ -168,7 +136,7 @@ docker_start
 
 step "make lab"
 ./deploy/docker/lab.sh down >/dev/null 2>&1 || true
-LAB_UP=1
+UP=1
 t0=$SECONDS
 limit "$LAB_TIMEOUT"
 if timeout "$T" make lab; then
@@ -349,7 +317,7 @@ limit 60
 if timeout "$T" make lab-down && [[ -n $project ]] &&
 	[[ -z $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]] &&
 	[[ -z $(docker network ls -q --filter "label=com.docker.compose.project=$project") ]]; then
-	LAB_UP=""
+	UP=""
 	pass "make lab-down removed the lab's containers and networks"
 else
 	fail "make lab-down left containers or networks"
