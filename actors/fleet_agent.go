@@ -89,6 +89,7 @@ func startFleetAgent(f *Fleet, send func(any), m *Metrics, log *slog.Logger) *fl
 		ops: make(chan *fleetOp, fleetOpQueue), urgent: make(chan *fleetOp, fleetUrgentQueue), plane: make(chan planeState, 1)}
 	a.wg.Go(a.watch)
 	a.wg.Go(a.keep)
+	a.wg.Go(a.keepBindings)
 	for range fleetWorkers {
 		a.wg.Go(a.work)
 	}
@@ -195,59 +196,68 @@ func watchEvents(in []*clientv3.Event) []fleetEvent {
 	return out
 }
 
-// keep renews both leases every TTL/4. The node turns read-only when the
-// node lease has not been renewed for TTL/2, measured from when the last
-// successful renewal was sent (etcd counts the TTL from when it received
-// it, which is later): it then stops leasing before the lease can have
-// run out, so no other node can be given a block it still leases from.
-// While the node is not read-only, no renewal or pause runs past that
-// deadline, so the verdict is never late because etcd hangs; renewing at
-// TTL/4 leaves a slow renewal another TTL/4 before the deadline.
+// keep renews the node lease every TTL/6. The node turns read-only when
+// the node lease has not been renewed for TTL/2, measured from when the
+// last successful renewal was sent (etcd counts the TTL from when it
+// received it, which is later): it then stops leasing before the lease
+// can have run out, so no other node can be given a block it still
+// leases from. While the node is not read-only, no renewal or pause runs
+// past that deadline, so the verdict is never late because etcd hangs;
+// renewing at TTL/6 leaves a slow renewal TTL/3, and a failed one two
+// more tries, before the deadline. The binding lease has its own loop
+// (keepBindings), so that a slow renewal of it never takes the node
+// lease's time.
 func (a *fleetAgent) keep() {
 	ttl := a.f.cfg.TTL
-	every := max(ttl/4, 250*time.Millisecond)
-	lastNode, lastBind := time.Time{}, time.Now()
-	readOnly, warned, told := true, false, false
+	every := max(ttl/6, 200*time.Millisecond)
+	var lastNode time.Time
+	readOnly, told := true, false
 	judge := func() {
 		if ro := lastNode.IsZero() || time.Since(lastNode) >= ttl/2; ro != readOnly || !told {
 			readOnly, told = ro, true
 			a.send(&fleetHealth{ReadOnly: ro})
 		}
 	}
-	// left is the time to the read-only deadline. The node lease's
-	// renewal may take all of it; the binding's and the pause, at most
-	// every. While read-only there is no deadline: every.
-	left := func() time.Duration { return max(time.Until(lastNode.Add(ttl/2)), time.Millisecond) }
-	nodeWait := func() time.Duration {
+	// left is the time to the read-only deadline; while read-only there
+	// is none, and renewals and pauses take every.
+	left := func() time.Duration {
 		if readOnly {
 			return every
 		}
-		return left()
-	}
-	step := func() time.Duration {
-		if readOnly {
-			return every
-		}
-		return min(every, left())
+		return max(time.Until(lastNode.Add(ttl/2)), time.Millisecond)
 	}
 	for {
-		l := a.f.leases.Load()
-		if okAt, ok := a.renew(l.node, "node", nodeWait(), func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
+		sent := time.Now()
+		if okAt, ok := a.renew(a.f.leases.Load().node, "node", left(), func() { a.send(&fleetLeaseLost{Node: true}) }); ok {
 			lastNode = okAt
 		}
 		judge()
-		if okAt, ok := a.renew(l.bind, "binding", step(), func() { a.send(&fleetLeaseLost{Bind: true}) }); ok {
-			lastBind, warned = okAt, false
-		}
-		judge()
-		if !warned && time.Since(lastBind) > l.bindTTL-ttl {
-			warned = true
-			a.send(&fleetBindingsExpiring{})
-		}
-		if !a.sleep(step()) {
+		if !a.sleep(min(max(time.Until(sent.Add(every)), time.Millisecond), left())) {
 			return
 		}
 		judge()
+	}
+}
+
+// keepBindings renews the binding lease every TTL/6 and, when it has not
+// been renewed for so long that it might run out (a TTL before its end,
+// or half its life when that is shorter), tells the pool to close every
+// session while the bindings surely still stand.
+func (a *fleetAgent) keepBindings() {
+	every := max(a.f.cfg.TTL/6, 200*time.Millisecond)
+	last, warned := time.Now(), false
+	for {
+		l := a.f.leases.Load()
+		if okAt, ok := a.renew(l.bind, "binding", every, func() { a.send(&fleetLeaseLost{Bind: true}) }); ok {
+			last, warned = okAt, false
+		}
+		if !warned && time.Since(last) > l.bindTTL-min(a.f.cfg.TTL, l.bindTTL/2) {
+			warned = true
+			a.send(&fleetBindingsExpiring{})
+		}
+		if !a.sleep(every) {
+			return
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ type fleetNode struct {
 	fleet *Fleet
 }
 
-const rigTTL = 2 * time.Second
+const rigTTL = 3 * time.Second
 
 func newFleetRig(t *testing.T, names ...string) *fleetRig {
 	return newFleetRigGrace(t, 30*time.Second, names...)

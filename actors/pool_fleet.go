@@ -91,14 +91,18 @@ type poolFleet struct {
 	releases map[netip.Addr]bool       // block releases in flight
 	empty    map[netip.Addr]time.Time  // our blocks with nothing in them, since
 	claiming map[netip.Addr]bool       // block claims in flight
-	myBlocks []netip.Prefix            // the blocks we hold, sorted (countFleet)
-	seq      uint64                    // of the last wait, to serve waits in order
-	fixing   map[netip.Addr]bool       // claims and binds for live sessions in flight (reconcile)
-	plane    string                    // the data plane last programmed, as text
-	numbers  [2]int                    // last published sessions, leased
-	numbered time.Time
-	timer    *time.Timer
-	statics  fleetStatics
+	// rejoining: a rejoin is in flight; leases lost meanwhile wait in
+	// lost, so that two rejoins never replace each other's leases.
+	rejoining bool
+	lost      [2]bool
+	myBlocks  []netip.Prefix      // the blocks we hold, sorted (countFleet)
+	seq       uint64              // of the last wait, to serve waits in order
+	fixing    map[netip.Addr]bool // claims and binds for live sessions in flight (reconcile)
+	plane     string              // the data plane last programmed, as text
+	numbers   [2]int              // last published sessions, leased
+	numbered  time.Time
+	timer     *time.Timer
+	statics   fleetStatics
 }
 
 func (p *AddressPool) startFleet(ctx actor.Context) {
@@ -159,7 +163,7 @@ func (p *AddressPool) onFleet(ctx actor.Context, m any) bool {
 	case *fleetHealth:
 		p.onFleetHealth(ctx, m.ReadOnly)
 	case *fleetLeaseLost:
-		p.submit(ctx, &fleetOp{kind: opRejoin, lost: [2]bool{m.Node, m.Bind}})
+		p.rejoin(ctx, m)
 	case *fleetBindingsExpiring:
 		p.giveUpAll(ctx, "the binding lease could not be renewed and may run out: other nodes may lease these addresses")
 	case *fleetOpDone:
@@ -372,8 +376,7 @@ func (p *AddressPool) claimOne(ctx actor.Context) bool {
 		return false
 	}
 	p.fl.claiming[first] = true
-	p.submit(ctx, &fleetOp{kind: opClaimBlock, addr: first})
-	return true
+	return p.submit(ctx, &fleetOp{kind: opClaimBlock, addr: first})
 }
 
 // freeBlock picks the lowest block nobody holds and we are not claiming.
@@ -402,13 +405,31 @@ func (p *AddressPool) submitFor(ctx actor.Context, w *fleetWait, op *fleetOp) {
 	}
 }
 
-func (p *AddressPool) submit(ctx actor.Context, op *fleetOp) {
-	if !p.fl.agent.submit(op) {
-		p.cfg.Logger.Warn("fleet: transaction queue full; dropping housekeeping", slog.Int("kind", int(op.kind)))
-		if op.kind == opClaimBlock {
-			delete(p.fl.claiming, op.addr)
-		}
+// submit hands op to the agent; when its queue is full the op is dropped
+// and what was marked in flight for it is undone, so that a later tick or
+// event tries again (nothing may stay "in flight" forever).
+func (p *AddressPool) submit(ctx actor.Context, op *fleetOp) bool {
+	if p.fl.agent.submit(op) {
+		return true
 	}
+	fl := p.fl
+	p.cfg.Logger.Warn("fleet: transaction queue full; dropping a transaction", slog.Int("kind", int(op.kind)), slog.String("addr", op.addr.String()))
+	switch op.kind {
+	case opClaimBlock:
+		delete(fl.claiming, op.addr)
+	case opClaim, opBind: // reconcile's and a move's (a setup's go through submitFor)
+		delete(fl.fixing, op.addr)
+		if op.kind == opClaim && fl.view.claims[op.addr] == fl.me {
+			delete(fl.view.claims, op.addr)
+		}
+	case opUnbind:
+		delete(fl.pending, op.addr)
+	case opReleaseBlock:
+		delete(fl.releases, op.addr)
+	case opRejoin:
+		fl.rejoining = false
+	}
+	return false
 }
 
 func (p *AddressPool) denyFleet(ctx actor.Context, w *fleetWait, why string) {
@@ -502,7 +523,11 @@ func (p *AddressPool) onBlockClaimed(ctx actor.Context, op *fleetOp) {
 		}
 	}
 	for _, w := range p.waitsAt(stageBlock) {
-		if fl.waits[w.req.Session.Id] == w && w.stage == stageBlock {
+		switch {
+		case fl.waits[w.req.Session.Id] != w || w.stage != stageBlock:
+		case fl.readOnly:
+			p.denyFleet(ctx, w, "the fleet's etcd cannot be reached safely")
+		default:
 			p.fresh(ctx, w)
 		}
 	}
@@ -605,6 +630,9 @@ func (p *AddressPool) onFleetEvents(ctx actor.Context, events []fleetEvent) {
 	for _, e := range events {
 		if !fl.view.apply(e) {
 			p.cfg.Logger.Warn("fleet: ignoring a record that does not parse", slog.String("key", e.Key))
+			if e.Key == fl.f.keys.statics() {
+				fl.statics.broken = true
+			}
 			continue
 		}
 		dir, name, _ := fl.view.keys.split(e.Key)
@@ -620,7 +648,7 @@ func (p *AddressPool) onFleetEvents(ctx actor.Context, events []fleetEvent) {
 		case dir == dirNodes && e.Deleted:
 			p.onNodeGone(ctx, name)
 		case dir == keyStatics:
-			statics = true
+			statics, fl.statics.broken = true, false
 		}
 	}
 	if statics && fl.statics.seeded {
@@ -831,10 +859,29 @@ func (p *AddressPool) publishNumbers(ctx actor.Context, now time.Time) {
 	p.submit(ctx, &fleetOp{kind: opNodeUpdate, numbers: n})
 }
 
+// rejoin replaces the leases etcd lost, one rejoin at a time.
+func (p *AddressPool) rejoin(ctx actor.Context, m *fleetLeaseLost) {
+	fl := p.fl
+	fl.lost[0], fl.lost[1] = fl.lost[0] || m.Node, fl.lost[1] || m.Bind
+	if fl.rejoining {
+		return
+	}
+	fl.rejoining = true
+	lost := fl.lost
+	fl.lost = [2]bool{}
+	if !p.submit(ctx, &fleetOp{kind: opRejoin, lost: lost}) {
+		fl.lost = lost // the keeper says so again on its next round
+	}
+}
+
 // onRejoined: after a lost lease the node is registered again; what the
 // old lease carried is re-claimed by reconcile, from the fresh snapshot
 // the watcher loads.
 func (p *AddressPool) onRejoined(ctx actor.Context, op *fleetOp) {
+	p.fl.rejoining = false
+	if p.fl.lost != [2]bool{} {
+		defer p.rejoin(ctx, &fleetLeaseLost{})
+	}
 	if op.err != nil {
 		p.cfg.Logger.Error("fleet: re-registering failed; retrying", slog.Any("err", op.err))
 		self, sys, again := ctx.Self(), ctx.ActorSystem(), &fleetLeaseLost{Node: op.lost[0], Bind: op.lost[1]}

@@ -42,6 +42,7 @@ type staticsChange struct {
 	next     func(cur []messages.Static) ([]messages.Static, error)
 	done     func() // logs the change once it is in etcd
 	reply    *actor.PID
+	reload   bool // the file's table, from a SIGHUP
 	attempts int
 }
 
@@ -50,16 +51,16 @@ type fleetStatics struct {
 	queue  []*staticsChange
 	busy   bool // queue[0]'s transaction is in flight
 	seeded bool // the first snapshot was compared with the file's table
+	broken bool // the record in etcd does not parse: nothing is written over it
 }
 
-// bindingConflict refuses a reservation of an address another live node
-// has bound to another client (its session, or the grace after it).
+// bindingConflict refuses a reservation of an address another node has
+// bound to another client: its session, or the grace after it. Whether
+// that node is alive does not matter: one cut off from etcd may still
+// serve the session while its registration is gone.
 func (fl *poolFleet) bindingConflict(r messages.Static) error {
 	b, bound := fl.view.bindings[r.Addr]
 	if !bound || b.Node == fl.me || staticKey(b.client) == staticKey(r.Client) {
-		return nil
-	}
-	if _, alive := fl.view.nodes[b.Node]; !alive {
 		return nil
 	}
 	return fmt.Errorf("%w: %v is bound to %v on node %s (a session, or its grace after it)",
@@ -68,17 +69,16 @@ func (fl *poolFleet) bindingConflict(r messages.Static) error {
 
 // staticBindable is the allocator's filter for a client's own static
 // address: it may lie outside our blocks (reconcile claims it as a /32),
-// but not be bound to another live node or promised to one.
+// but not be bound by another node (alive or not: a node cut off from
+// etcd may still serve it; the client's own binding there is moved or
+// taken over by the sticky path, which checks the node is gone) nor be
+// promised to one.
 func (fl *poolFleet) staticBindable(a netip.Addr) bool {
 	if _, promised := fl.handing[a]; promised {
 		return false
 	}
 	b, bound := fl.view.bindings[a]
-	if !bound || b.Node == fl.me {
-		return true
-	}
-	_, alive := fl.view.nodes[b.Node]
-	return !alive
+	return !bound || b.Node == fl.me
 }
 
 func (p *AddressPool) fleetReserve(ctx actor.Context, r messages.Static, reply *actor.PID) {
@@ -123,7 +123,7 @@ func (p *AddressPool) fleetUnreserve(ctx actor.Context, client netip.Addr, reply
 // the file seeding a fleet that has no table yet when onlyIfNone).
 func (p *AddressPool) fleetReplaceStatics(ctx actor.Context, table []messages.Static, onlyIfNone bool) {
 	table = sortStatics(slices.Clone(table))
-	p.queueStatics(ctx, &staticsChange{
+	p.queueStatics(ctx, &staticsChange{reload: !onlyIfNone,
 		next: func(cur []messages.Static) ([]messages.Static, error) {
 			if slices.Equal(cur, table) || (onlyIfNone && p.fl.view.staticsRev != 0) {
 				return nil, errStaticsUnchanged
@@ -154,6 +154,10 @@ func (p *AddressPool) nextStatics(ctx actor.Context) {
 			p.endStatics(ctx, fmt.Errorf("reservations cannot change now: %w", ErrFleetUnavailable))
 			continue
 		}
+		if fl.statics.broken {
+			p.endStatics(ctx, fmt.Errorf("reservations cannot change: the fleet's record %s in etcd does not parse (fix or delete it)", fl.f.keys.statics()))
+			continue
+		}
 		table, err := c.next(sortStatics(slices.Clone(fl.view.statics)))
 		if err != nil {
 			if errors.Is(err, errStaticsUnchanged) {
@@ -163,7 +167,10 @@ func (p *AddressPool) nextStatics(ctx actor.Context) {
 			continue
 		}
 		fl.statics.busy = true
-		p.submit(ctx, &fleetOp{kind: opStatics, statics: table, prev: fl.view.staticsRev})
+		if !p.submit(ctx, &fleetOp{kind: opStatics, statics: table, prev: fl.view.staticsRev}) {
+			fl.statics.busy = false
+			p.endStatics(ctx, fmt.Errorf("reservations cannot change now: %w (too many transactions queued)", ErrFleetUnavailable))
+		}
 	}
 }
 
@@ -177,7 +184,12 @@ func (p *AddressPool) endStatics(ctx actor.Context, err error) {
 		p.cfg.Logger.Warn("static reservation change refused", slog.Any("err", err))
 	}
 	p.answer(ctx, c.reply, &consoleReply{err: err})
-	p.mirrorStatics(ctx, nil) // a refused reload leaves the fleet's table
+	if err != nil && c.reload {
+		// A refused reload: the allocator goes back to the fleet's table;
+		// the file keeps the operator's entries for the next reload.
+		p.cfg.Logger.Error("reservations reload not applied: the fleet's table stays in effect; the file keeps its entries, reload again once etcd is back", slog.Any("err", err))
+		p.restoreStatics(ctx)
+	}
 }
 
 // onStaticsWritten ends a table transaction: written, the change is in
@@ -215,10 +227,19 @@ func (p *AddressPool) onStaticsWritten(ctx actor.Context, op *fleetOp) {
 // fleet has no table at all, this node's own (its file's) stays, to seed
 // the fleet as soon as etcd takes it.
 func (p *AddressPool) mirrorStatics(ctx actor.Context, reply *actor.PID) {
-	want := p.fl.view.statics
-	if p.fl.view.staticsRev == 0 || slices.Equal(p.alloc.statics(), sortStatics(slices.Clone(want))) {
+	if !p.restoreStatics(ctx) {
 		p.answer(ctx, reply, &consoleReply{})
 		return
+	}
+	p.saveStatics(ctx, reply)
+}
+
+// restoreStatics makes the allocator's table the fleet's, if there is one
+// and it differs; it reports whether it changed anything.
+func (p *AddressPool) restoreStatics(ctx actor.Context) bool {
+	want := p.fl.view.statics
+	if p.fl.view.staticsRev == 0 || slices.Equal(p.alloc.statics(), sortStatics(slices.Clone(want))) {
+		return false
 	}
 	p.alloc.clearStatics()
 	for _, r := range want {
@@ -228,7 +249,7 @@ func (p *AddressPool) mirrorStatics(ctx actor.Context, reply *actor.PID) {
 		}
 	}
 	p.cfg.Metrics.PoolReserved.Store(int64(len(p.alloc.static.byAddr)))
-	p.saveStatics(ctx, reply)
+	return true
 }
 
 // onStaticsLoaded runs after every snapshot: the first one decides
@@ -253,7 +274,7 @@ func (p *AddressPool) onStaticsLoaded(ctx actor.Context) {
 // fleet tick calls it again until one is there (etcd may refuse at first).
 func (p *AddressPool) seedStatics(ctx actor.Context) {
 	fl := p.fl
-	if fl.view.staticsRev != 0 || fl.statics.busy || len(fl.statics.queue) > 0 || fl.readOnly {
+	if fl.view.staticsRev != 0 || fl.statics.broken || fl.statics.busy || len(fl.statics.queue) > 0 || fl.readOnly {
 		return
 	}
 	if local := p.alloc.statics(); len(local) > 0 {

@@ -216,6 +216,9 @@ func (p *AddressPool) reload(ctx actor.Context, m *staticsReload) *reloadResult 
 // predecessor) of another client for a static address is dropped.
 func (p *AddressPool) seed(ctx actor.Context, live *messages.LiveSessions) {
 	for _, r := range live.Statics {
+		if p.fl != nil && p.fl.view.staticsRev != 0 {
+			break // the fleet's table came first, and it wins (pool_fleet_static.go)
+		}
 		p.alloc.setStatic(r)
 	}
 	for _, r := range live.Reservations {
