@@ -59,6 +59,10 @@ type machine struct {
 	IPerf3      string `json:"iperf3"`
 	OpenVPN     string `json:"openvpn"`
 	WireGuardGo string `json:"wireguard_go"`
+	// The module version run.sh installed wireguard-go from (its --version
+	// names only the release it is based on).
+	WireGuardGoModule string `json:"wireguard_go_module"`
+	Clients           int    `json:"clients"`
 }
 
 func (m machine) describe() string {
