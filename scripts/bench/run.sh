@@ -114,6 +114,7 @@ in_ns "$NS_S" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$NS_C" sysctl -qw net.ipv6.conf.all.forwarding=0
 in_ns "$NS_I" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
 
+listening() { in_ns "$1" ss -Htln "sport = :$2" | grep -q .; }
 bench_start iperf-server "$NS_S" iperf3 -s -B 2001:db8:1::1
 bench_start iperf-inet "$NS_I" iperf3 -s -B 198.51.100.2
 # One iperf3 server per client of the multi-client row (an iperf3 server
@@ -125,7 +126,11 @@ done
 wait_for 10 in_ns "$NS_C" ping -6 -c1 -W1 2001:db8:1::1
 for ns in "${NS_K[@]}"; do wait_for 10 in_ns "$ns" ping -6 -c1 -W1 2001:db8:1::1; done
 wait_for 10 in_ns "$NS_S" ping -c1 -W1 198.51.100.2
-sleep 0.5 # iperf3 servers listening
+for port in 5201 $(seq 5301 $((5300 + NCLIENTS))); do
+	for ns in "$NS_S" "$NS_I"; do
+		wait_for 10 listening "$ns" "$port" || { echo "no iperf3 server listening on $ns port $port" >&2; exit 1; }
+	done
+done
 
 TUNNEL_PIDS=()
 # iperf CASE METRIC NS DST [iperf3 args]: one iperf3 test, one JSON line in $RES.
@@ -260,7 +265,6 @@ nat_on() {
 	EOF
 }
 nat_off() { in_ns "$NS_S" nft delete table ip bench46 2>/dev/null || true; }
-listening() { in_ns "$1" ss -Htln "sport = :$2" | grep -q .; }
 has_inet_addr() { in_ns "$1" ip -4 -o addr show dev "$2" | grep -q inet; }
 
 if has_case carrier; then
