@@ -265,6 +265,9 @@ func benchMarkdown(m machine, rs results, png, md string) string {
 	w("### Data path: 4over6d against the carrier, OpenVPN and wireguard-go\n\n")
 	w("Measured by `sudo scripts/bench/run.sh` on %s. iperf3 %s, %d s per test; %d pings at 10 ms; OpenVPN %s; wireguard-go %s.\n\n",
 		m.describe(), m.IPerf3, m.Seconds, m.Pings, orDash(m.OpenVPN), wireguardVersion(m))
+	if l := m.peakLoad(); m.NProc > 0 && l > 2*float64(m.NProc) {
+		w("**Loaded machine:** the 1-minute load average reached %.1f on %d cores during this run, so the cases competed with other work for the CPU, unevenly over the run; even ratios between cases of this run are uncertain (the carrier's numbers, which every ratio to the carrier divides by, move the most).\n\n", l, m.NProc)
+	}
 
 	w("| case | TCP 1 stream up, Mbit/s | TCP 1 stream down | TCP 4 streams up | TCP %s clients × 1 stream up, aggregate (slowest–fastest client) | UDP 1400 B: received packets/s (loss) | UDP 64 B: received packets/s (loss) | RTT to server p50 / p99, µs | RTT to internet host p50 / p99, µs | tunnel CPU s per GB: TCP up / down / %s clients / UDP 1400 B / UDP 64 B |\n", clientsOf(m), clientsOf(m))
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

@@ -74,6 +74,19 @@ func (m machine) describe() string {
 		m.Date, commit, m.NProc, m.CPU, m.Kernel, m.Go, m.LoadBefore, m.LoadAfter)
 }
 
+// peakLoad is the higher of the 1-minute load averages before and after
+// the run (0 when neither was recorded).
+func (m machine) peakLoad() float64 {
+	peak := 0.0
+	for _, l := range []string{m.LoadBefore, m.LoadAfter} {
+		var one float64
+		if _, err := fmt.Sscanf(l, "%g", &one); err == nil {
+			peak = max(peak, one)
+		}
+	}
+	return peak
+}
+
 func readJSON(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -190,3 +190,30 @@ func TestCheckNeedsNewRows(t *testing.T) {
 		})
 	}
 }
+
+// A run on a machine busy beyond twice its cores says so above its tables.
+func TestLoadWarning(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		m      machine
+		peak   float64
+		warned bool
+	}{
+		{"quiet", machine{NProc: 2, LoadBefore: "0.56 1.10 1.36", LoadAfter: "3.69 2.62 1.95"}, 3.69, false},
+		{"loaded after", machine{NProc: 2, LoadBefore: "6.31 4.90 4.26", LoadAfter: "14.09 11.77 8.12"}, 14.09, true},
+		{"loaded before", machine{NProc: 2, LoadBefore: "9.5 1 1", LoadAfter: "2 1 1"}, 9.5, true},
+		{"at the bound", machine{NProc: 2, LoadBefore: "4.00 1 1", LoadAfter: "1 1 1"}, 4, false},
+		{"not recorded", machine{NProc: 2}, 0, false},
+		{"unparsable", machine{NProc: 2, LoadBefore: "high", LoadAfter: ""}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.m.peakLoad(); got != tc.peak {
+				t.Errorf("peakLoad = %g, want %g", got, tc.peak)
+			}
+			md := benchMarkdown(tc.m, run17(), "", "")
+			if got := strings.Contains(md, "**Loaded machine:**"); got != tc.warned {
+				t.Errorf("warned = %v, want %v:\n%s", got, tc.warned, md[:min(len(md), 600)])
+			}
+		})
+	}
+}
