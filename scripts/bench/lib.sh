@@ -42,9 +42,6 @@ bench_ns_add() {
 	in_ns "$ns" ip link set lo up
 }
 
-# bench_start NAME NS CMD...: start a process in a namespace, logging to
-# $BENCH_WORK/NAME.log; its PID (ip netns exec execs, so it is the
-# command's own PID) is kept for the cleanup and stored in PID_<NAME>.
 # bench_links wires the three namespaces NS_C, NS_S and NS_I: client and
 # server over IPv6 (MTU 1600, so wireguard's overhead fits), server and
 # internet over IPv4, with the server's default route towards the internet.
@@ -59,6 +56,26 @@ bench_links() {
 	in_ns "$NS_S" ip route add default via 198.51.100.2
 }
 
+# bench_client_links NS...: the K-th namespace (from 1) gets a link of its
+# own to NS_S, like NS_C's (IPv6 only, MTU 1600): 2001:db8:1:K::2/64, with a
+# default route via the server's 2001:db8:1:K::1, so 2001:db8:1::1 (where
+# the servers listen) is one hop away from every client.
+bench_client_links() {
+	local k=0 ns
+	for ns in "$@"; do
+		k=$((k + 1))
+		ip link add "k$k" netns "$NS_S" mtu 1600 type veth peer name eth6 netns "$ns" mtu 1600
+		in_ns "$NS_S" ip addr add "2001:db8:1:$k::1/64" dev "k$k" nodad
+		in_ns "$ns" ip addr add "2001:db8:1:$k::2/64" dev eth6 nodad
+		in_ns "$NS_S" ip link set "k$k" up
+		in_ns "$ns" ip link set eth6 up
+		in_ns "$ns" ip -6 route add default via "2001:db8:1:$k::1"
+	done
+}
+
+# bench_start NAME NS CMD...: start a process in a namespace, logging to
+# $BENCH_WORK/NAME.log; its PID (ip netns exec execs, so it is the
+# command's own PID) is kept for the cleanup and stored in PID_<NAME>.
 bench_start() {
 	local name=$1 ns=$2
 	shift 2

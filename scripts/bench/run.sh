@@ -13,9 +13,14 @@
 #
 # Per case: ping RTT p50/p99 over 200 pings at 10 ms (to the server's inner
 # address, and to the internet host), iperf3 TCP single stream upload and
-# download (each run --repeat times, median reported), 4 parallel streams (upload), UDP with 1400-byte datagrams at max
-# rate (received packets/s, loss), and the CPU seconds of the tunnel
-# processes per GB moved (utime+stime from /proc/PID/stat). The 4over6-rate
+# download (each run --repeat times, median reported), 4 parallel streams
+# (upload), UDP with 1400-byte and with 64-byte datagrams at max rate
+# (received packets/s, loss), and the CPU seconds of the tunnel processes
+# per GB moved (utime+stime from /proc/PID/stat). The carrier, 4over6,
+# OpenVPN and wireguard-go also run 8 clients at once, one TCP upload
+# each, from 8 more client namespaces (b46k1-PID .. b46k8-PID, each with
+# its own link to the server, 2001:db8:1:K::2/64, and its own tunnel
+# client), to 8 iperf3 servers: the aggregate Mbit/s. The 4over6-rate
 # case runs the tunnel with the server's -rate-limit at 8mbit and at
 # 100mbit, one TCP stream down and up once each, and reports what was
 # achieved as a ratio to the limit.
@@ -23,7 +28,8 @@
 # usage: sudo scripts/bench/run.sh [--time N] [--smoke] [--cases LIST] [--no-doc] [--keep]
 #   --time N      seconds per iperf3 test (default 10)
 #   --repeat N    runs of the single-stream TCP tests, the median is reported (default 3)
-#   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number;
+#   --smoke       1 s per test, 20 pings, no doc update; exit 0 iff every case produced every number
+#                 (the 64-byte UDP and 8-client rows included);
 #                 then scripts/bench/fleet.sh --smoke (one node and fleets of 1 and 3 on etcd, ~30 s)
 #   --cases LIST  comma list of carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard (default all;
 #                 4over6-plain is the tunnel with -offload=false, the in-run baseline for offloads;
@@ -45,6 +51,7 @@ PINGS=200
 SMOKE=
 CASES=carrier,4over6,4over6-plain,4over6-rate,openvpn,wireguard
 RATES=(8mbit 100mbit)
+NCLIENTS=8 # clients of the multi-client row, one TCP stream each
 DOC=1
 while (($#)); do
 	case $1 in
@@ -88,7 +95,8 @@ if has_case wireguard; then
 	# resolved to for the runs in docs/performance.md, so runs on different
 	# days measure against the same code (WIREGUARD_GO_VERSION overrides it). Without the module proxy, the module cache serves it
 	# (it was verified when it was first downloaded).
-	wg=golang.zx2c4.com/wireguard@${WIREGUARD_GO_VERSION:-v0.0.0-20260522210424-ecfc5a8d5446}
+	WG_MODULE=golang.zx2c4.com/wireguard@${WIREGUARD_GO_VERSION:-v0.0.0-20260522210424-ecfc5a8d5446}
+	wg=$WG_MODULE
 	(cd "$BENCH_WORK" && GOBIN=$BIN GOFLAGS= go install "$wg") ||
 		(cd "$BENCH_WORK" && GOBIN=$BIN GOFLAGS= GOSUMDB=off GOPROXY="file://$(go env GOMODCACHE)/cache/download" \
 			go install "$wg")
@@ -96,18 +104,33 @@ if has_case wireguard; then
 fi
 
 NS_C=b46c-$BENCH_ID NS_S=b46s-$BENCH_ID NS_I=b46i-$BENCH_ID
-say "topology: $NS_C (client, IPv6 only) - $NS_S (server) - $NS_I (internet, IPv4 only)"
-for ns in "$NS_C" "$NS_S" "$NS_I"; do bench_ns_add "$ns"; done
+NS_K=()
+for ((k = 1; k <= NCLIENTS; k++)); do NS_K+=("b46k$k-$BENCH_ID"); done
+say "topology: $NS_C (client, IPv6 only) - $NS_S (server) - $NS_I (internet, IPv4 only); clients ${NS_K[0]} .. ${NS_K[-1]}"
+for ns in "$NS_C" "$NS_S" "$NS_I" "${NS_K[@]}"; do bench_ns_add "$ns"; done
 bench_links
+bench_client_links "${NS_K[@]}"
 in_ns "$NS_S" sysctl -qw net.ipv4.ip_forward=1
 in_ns "$NS_C" sysctl -qw net.ipv6.conf.all.forwarding=0
 in_ns "$NS_I" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
 
+listening() { in_ns "$1" ss -Htln "sport = :$2" | grep -q .; }
 bench_start iperf-server "$NS_S" iperf3 -s -B 2001:db8:1::1
 bench_start iperf-inet "$NS_I" iperf3 -s -B 198.51.100.2
+# One iperf3 server per client of the multi-client row (an iperf3 server
+# runs one test at a time), on ports 5301.. in both server and internet.
+for ((k = 1; k <= NCLIENTS; k++)); do
+	bench_start "iperf-server-$k" "$NS_S" iperf3 -s -B 2001:db8:1::1 -p $((5300 + k))
+	bench_start "iperf-inet-$k" "$NS_I" iperf3 -s -B 198.51.100.2 -p $((5300 + k))
+done
 wait_for 10 in_ns "$NS_C" ping -6 -c1 -W1 2001:db8:1::1
+for ns in "${NS_K[@]}"; do wait_for 10 in_ns "$ns" ping -6 -c1 -W1 2001:db8:1::1; done
 wait_for 10 in_ns "$NS_S" ping -c1 -W1 198.51.100.2
-sleep 0.5 # iperf3 servers listening
+for port in 5201 $(seq 5301 $((5300 + NCLIENTS))); do
+	for ns in "$NS_S" "$NS_I"; do
+		wait_for 10 listening "$ns" "$port" || { echo "no iperf3 server listening on $ns port $port" >&2; exit 1; }
+	done
+done
 
 TUNNEL_PIDS=()
 # iperf CASE METRIC NS DST [iperf3 args]: one iperf3 test, one JSON line in $RES.
@@ -175,6 +198,62 @@ measure() {
 	done
 	iperf "$case" tcp_p4 "$ns" "$dst" -P 4
 	iperf "$case" udp "$ns" "$dst" -u -b 0 -l 1400
+	iperf "$case" udp64 "$ns" "$dst" -u -b 0 -l 64
+}
+
+# iperf_multi CASE METRIC DST NS...: one TCP upload from each NS at once,
+# the k-th to port 5300+k, for $T s; one JSON line in $RES with the sum of
+# what the servers received (and the slowest and fastest client). The CPU
+# is that of TUNNEL_PIDS, which the caller sets to every tunnel process.
+iperf_multi() {
+	local case=$1 metric=$2 dst=$3
+	shift 3
+	local out=$BENCH_WORK/$case-$metric t0=0 t1=0 k=0 ns pids=() rc=0 fail=
+	((${#TUNNEL_PIDS[@]})) && t0=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+	for ns in "$@"; do
+		k=$((k + 1))
+		in_ns "$ns" timeout $((T + 30)) iperf3 -c "$dst" -p $((5300 + k)) -t "$T" -J >"$out-$k.raw" 2>&1 &
+		pids+=($!)
+	done
+	for k in "${!pids[@]}"; do wait "${pids[$k]}" || rc=$?; done
+	((${#TUNNEL_PIDS[@]})) && t1=$(cpu_ticks "${TUNNEL_PIDS[@]}")
+	for ((k = 1; k <= $#; k++)); do
+		sed -n '/^{/,$p' "$out-$k.raw" >"$out-$k.json"
+		jq -e '.end.sum_received' "$out-$k.json" >/dev/null 2>&1 || fail+=" $k"
+	done
+	if ((rc != 0)) || [[ -n $fail ]]; then
+		echo "   $case $metric: iperf3 failed (exit $rc) for client(s)$fail" >&2
+		jq -nc --arg c "$case" --arg m "$metric" '{case:$c, metric:$m, error:true}' >>"$RES"
+		return 0
+	fi
+	local cpu=null
+	((${#TUNNEL_PIDS[@]})) && cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b-a)/hz}')
+	jq -sc --arg c "$case" --arg m "$metric" --argjson cpu "$cpu" '
+		[.[].end | {mbit:(.sum_received.bits_per_second/1e6), bytes:.sum_received.bytes,
+		 seconds:.sum_received.seconds, retransmits:(.sum_sent.retransmits // 0)}] as $r |
+		{case:$c, metric:$m, clients:($r|length), mbit:($r|map(.mbit)|add), bytes:($r|map(.bytes)|add),
+		 seconds:($r|map(.seconds)|max), retransmits:($r|map(.retransmits)|add),
+		 client_min_mbit:($r|map(.mbit)|min), client_max_mbit:($r|map(.mbit)|max), cpu_s:$cpu}' \
+		"$out"-*.json >>"$RES"
+	jq -r 'select(.metric=="'"$metric"'" and .case=="'"$case"'") |
+		"   \(.case) \(.metric): \(.mbit|floor) Mbit/s from \(.clients) clients (\(.client_min_mbit|floor)..\(.client_max_mbit|floor) each)" +
+		(if .cpu_s then ", tunnel CPU \(.cpu_s) s" else "" end)' "$RES" | tail -1 >&2
+}
+
+# wait_clients SECONDS FUNC: wait_for FUNC NS for each namespace of the
+# multi-client row (FUNC checks that its tunnel is up).
+wait_clients() {
+	local ns
+	for ns in "${NS_K[@]}"; do wait_for "$1" "$2" "$ns" || return 1; done
+}
+
+# pids_of NAME: the PIDs of NAME-1 .. NAME-$NCLIENTS started by bench_start.
+pids_of() {
+	local k v
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		v=PID_${1//-/_}_$k
+		echo "${!v}"
+	done
 }
 
 # NAT for the OpenVPN and wireguard cases (4over6d installs its own).
@@ -186,7 +265,6 @@ nat_on() {
 	EOF
 }
 nat_off() { in_ns "$NS_S" nft delete table ip bench46 2>/dev/null || true; }
-listening() { in_ns "$1" ss -Htln "sport = :$2" | grep -q .; }
 has_inet_addr() { in_ns "$1" ip -4 -o addr show dev "$2" | grep -q inet; }
 
 if has_case carrier; then
@@ -194,6 +272,10 @@ if has_case carrier; then
 	TUNNEL_PIDS=()
 	measure carrier-v6 "$NS_C" 2001:db8:1::1 2001:db8:1::1
 	measure carrier-v4 "$NS_S" 198.51.100.2 198.51.100.2
+	iperf_multi carrier-v6 tcp_8c 2001:db8:1::1 "${NS_K[@]}"
+	srv=()
+	for ((k = 1; k <= NCLIENTS; k++)); do srv+=("$NS_S"); done
+	iperf_multi carrier-v4 tcp_8c 198.51.100.2 "${srv[@]}"
 	# The floor under any user-space tunnel's idle RTT: UDP echo between two
 	# processes over the client namespace's loopback, paced like the pings.
 	in_ns "$NS_C" "$BIN/report" echo -n "$PINGS" -case floor >>"$RES"
@@ -218,7 +300,25 @@ run_4over6() {
 	shift
 	start_4over6 "$@"
 	measure "$name" "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	[[ $name == 4over6 ]] && multi_4over6 "$@"
 	bench_stop "$PID_4over6c" "$PID_4over6d"
+}
+
+# multi_4over6 [FLAG...] measures the multi-client row through the running
+# 4over6d: one more 4over6c (given FLAGs) in each client namespace, all
+# with the same TUN name, each namespace having its own.
+k_4over6_up() { has_inet_addr "$1" b46tun; }
+multi_4over6() {
+	local k pids
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		bench_start "4over6c-$k" "${NS_K[k - 1]}" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun "$@"
+	done
+	mapfile -t pids < <(pids_of 4over6c)
+	wait_clients 20 k_4over6_up || { tail -5 "$BENCH_WORK"/4over6c-*.log; exit 1; }
+	TUNNEL_PIDS=("$PID_4over6d" "${pids[@]}")
+	iperf_multi 4over6 tcp_8c 198.51.100.2 "${NS_K[@]}"
+	bench_stop "${pids[@]}"
+	TUNNEL_PIDS=("$PID_4over6d" "$PID_4over6c")
 }
 
 # run_4over6_rate RATE measures one TCP stream down, then up, through a
@@ -293,6 +393,7 @@ verb 3"
 		key $pki/server.key
 		dh none
 		keepalive 10 60
+		duplicate-cn
 		$common
 	EOF
 	cat >"$BENCH_WORK/ovpn-client.conf" <<-EOF
@@ -314,6 +415,19 @@ verb 3"
 		{ tail -20 "$BENCH_WORK/openvpn-server.log" "$BENCH_WORK/openvpn-client.log"; exit 1; }
 	TUNNEL_PIDS=("$PID_openvpn_server" "$PID_openvpn_client")
 	measure openvpn "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	# The multi-client row: the same client configuration in each client
+	# namespace (the server allows it with duplicate-cn).
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		bench_start "openvpn-client-$k" "${NS_K[k - 1]}" openvpn --config "$BENCH_WORK/ovpn-client.conf"
+	done
+	mapfile -t pids < <(pids_of openvpn-client)
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		wait_for 30 grep -q "Initialization Sequence Completed" "$BENCH_WORK/openvpn-client-$k.log" ||
+			{ tail -20 "$BENCH_WORK/openvpn-server.log" "$BENCH_WORK/openvpn-client-$k.log"; exit 1; }
+	done
+	TUNNEL_PIDS=("$PID_openvpn_server" "${pids[@]}")
+	iperf_multi openvpn tcp_8c 198.51.100.2 "${NS_K[@]}"
+	bench_stop "${pids[@]}"
 	bench_stop "$PID_openvpn_client" "$PID_openvpn_server"
 	nat_off
 fi
@@ -344,6 +458,32 @@ if has_case wireguard; then
 	wait_for 10 in_ns "$NS_C" ping -c1 -W1 192.0.2.1 || { echo "wireguard tunnel does not pass traffic" >&2; exit 1; }
 	TUNNEL_PIDS=("$PID_wireguard_server" "$PID_wireguard_client")
 	measure wireguard "$NS_C" 198.51.100.2 192.0.2.1 198.51.100.2
+	# The multi-client row: a peer of its own for each client namespace,
+	# 192.0.2.(K+2), each with its own key and UAPI socket.
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		ifk=b46w${BENCH_ID}k$k
+		BENCH_FILES+=("/var/run/wireguard/$ifk.sock")
+		(umask 077 && wg genkey >"$BENCH_WORK/wgk$k.key")
+		wg pubkey <"$BENCH_WORK/wgk$k.key" >"$BENCH_WORK/wgk$k.pub"
+		bench_start "wireguard-client-$k" "${NS_K[k - 1]}" "$BIN/wireguard-go" -f "$ifk"
+	done
+	mapfile -t pids < <(pids_of wireguard-client)
+	for ((k = 1; k <= NCLIENTS; k++)); do
+		ifk=b46w${BENCH_ID}k$k ns=${NS_K[k - 1]}
+		wait_for 10 test -S "/var/run/wireguard/$ifk.sock" || { cat "$BENCH_WORK/wireguard-client-$k.log"; exit 1; }
+		in_ns "$NS_S" wg set "$wgs" peer "$(cat "$BENCH_WORK/wgk$k.pub")" allowed-ips "192.0.2.$((k + 2))/32"
+		in_ns "$ns" wg set "$ifk" private-key "$BENCH_WORK/wgk$k.key" \
+			peer "$(cat "$BENCH_WORK/wgs.pub")" endpoint '[2001:db8:1::1]:51820' allowed-ips 0.0.0.0/0
+		in_ns "$ns" ip addr add "192.0.2.$((k + 2))/24" dev "$ifk"
+		in_ns "$ns" ip link set "$ifk" mtu 1500 up
+		in_ns "$ns" ip route add 198.51.100.0/24 dev "$ifk"
+	done
+	for ns in "${NS_K[@]}"; do
+		wait_for 10 in_ns "$ns" ping -c1 -W1 192.0.2.1 || { echo "wireguard tunnel from $ns does not pass traffic" >&2; exit 1; }
+	done
+	TUNNEL_PIDS=("$PID_wireguard_server" "${pids[@]}")
+	iperf_multi wireguard tcp_8c 198.51.100.2 "${NS_K[@]}"
+	bench_stop "${pids[@]}"
 	bench_stop "$PID_wireguard_client" "$PID_wireguard_server"
 	nat_off
 fi
@@ -352,7 +492,9 @@ jq --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --argjson t "$T" --argjson ping
 	--arg iperf "$(iperf3 --version | awk 'NR==1 {print $2}')" \
 	--arg openvpn "$(command -v openvpn >/dev/null && openvpn --version | awk 'NR==1 {print $2}')" \
 	--arg wg "$([[ -x $BIN/wireguard-go ]] && "$BIN/wireguard-go" --version | awk '{print $2; exit}')" \
-	'. + {load_after:$load, seconds:$t, pings:$pings, iperf3:$iperf, openvpn:$openvpn, wireguard_go:$wg}' \
+	--arg wgmod "${WG_MODULE:-}" --argjson clients "$NCLIENTS" \
+	'. + {load_after:$load, seconds:$t, pings:$pings, iperf3:$iperf, openvpn:$openvpn, wireguard_go:$wg,
+	      wireguard_go_module:$wgmod, clients:$clients}' \
 	"$BENCH_WORK/machine.json" >"$BENCH_WORK/machine2.json"
 mv "$BENCH_WORK/machine2.json" "$BENCH_WORK/machine.json"
 

@@ -31,6 +31,11 @@ type result struct {
 	P99         float64  `json:"p99_us"`
 	Replies     int      `json:"replies"`
 	Sent        int      `json:"sent"`
+	// Set for the multi-client row (tcp_8c): how many clients, and the
+	// slowest and the fastest one's Mbit/s.
+	Clients   int     `json:"clients"`
+	ClientMin float64 `json:"client_min_mbit"`
+	ClientMax float64 `json:"client_max_mbit"`
 	// Set by aggregate when a test was repeated: the runs' range and count.
 	Min, Max float64 `json:"-"`
 	Runs     int     `json:"-"`
@@ -68,12 +73,18 @@ var (
 		openvpn:   "OpenVPN tcp6, no crypto",
 		wireguard: "wireguard-go",
 	}
-	caseOrder    = []string{carrierV6, carrierV4, floor, four6, four6Flat, openvpn, wireguard}
-	tunnels      = []string{four6, openvpn, wireguard}
-	throughputs  = []string{"tcp_up", "tcp_down", "tcp_p4"}
-	metricNames  = map[string]string{"tcp_up": "TCP 1 stream up", "tcp_down": "TCP 1 stream down", "tcp_p4": "TCP 4 streams up", "udp": "UDP 1400 B max rate"}
-	metricsOf    = map[string][]string{floor: {"ping_server"}, carrierV6: {"ping_server", "tcp_up", "tcp_down", "tcp_p4", "udp"}, carrierV4: {"ping_server", "tcp_up", "tcp_down", "tcp_p4", "udp"}}
-	tunnelMetric = []string{"ping_server", "ping_internet", "tcp_up", "tcp_down", "tcp_p4", "udp"}
+	caseOrder   = []string{carrierV6, carrierV4, floor, four6, four6Flat, openvpn, wireguard}
+	tunnels     = []string{four6, openvpn, wireguard}
+	throughputs = []string{"tcp_up", "tcp_down", "tcp_p4", "tcp_8c"}
+	metricNames = map[string]string{"tcp_up": "TCP 1 stream up", "tcp_down": "TCP 1 stream down", "tcp_p4": "TCP 4 streams up",
+		"tcp_8c": "TCP 8 clients × 1 stream up, aggregate", "udp": "UDP 1400 B max rate", "udp64": "UDP 64 B max rate"}
+	// What each case must produce (the smoke's -check). The multi-client
+	// row (tcp_8c) is run for the carrier and the three tunnels, not for
+	// 4over6 without offloads, which is only the offloads' baseline.
+	carrierMetric = []string{"ping_server", "tcp_up", "tcp_down", "tcp_p4", "udp", "udp64", "tcp_8c"}
+	tunnelMetric  = []string{"ping_server", "ping_internet", "tcp_up", "tcp_down", "tcp_p4", "udp", "udp64", "tcp_8c"}
+	metricsOf     = map[string][]string{floor: {"ping_server"}, carrierV6: carrierMetric, carrierV4: carrierMetric,
+		four6Flat: slices.DeleteFunc(slices.Clone(tunnelMetric), func(m string) bool { return m == "tcp_8c" })}
 	// rateCases are the runs of case 4over6-rate: the tunnel with the
 	// server's -rate-limit, one TCP stream each way.
 	rateCases = []struct {
@@ -226,14 +237,7 @@ func aggregate(runs []result) result {
 // ceiling is the carrier's value for a throughput metric: a tunnelled flow
 // crosses both legs, so the slower leg bounds it.
 func ceiling(rs results, metric string) float64 {
-	v6, v4 := rs.get(carrierV6, metric), rs.get(carrierV4, metric)
-	val := func(r result) float64 {
-		if metric == "udp" {
-			return r.PPS
-		}
-		return r.Mbit
-	}
-	a, b := val(v6), val(v4)
+	a, b := value(rs.get(carrierV6, metric), metric), value(rs.get(carrierV4, metric), metric)
 	switch {
 	case a <= 0:
 		return b
@@ -243,9 +247,14 @@ func ceiling(rs results, metric string) float64 {
 	return min(a, b)
 }
 
+// value is the number a metric is compared by: received packets/s for
+// UDP, the p50 in µs for an RTT, Mbit/s otherwise.
 func value(r result, metric string) float64 {
-	if metric == "udp" {
+	switch {
+	case strings.HasPrefix(metric, "udp"):
 		return r.PPS
+	case strings.HasPrefix(metric, "ping"):
+		return r.P50
 	}
 	return r.Mbit
 }
@@ -255,47 +264,66 @@ func benchMarkdown(m machine, rs results, png, md string) string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("### Data path: 4over6d against the carrier, OpenVPN and wireguard-go\n\n")
 	w("Measured by `sudo scripts/bench/run.sh` on %s. iperf3 %s, %d s per test; %d pings at 10 ms; OpenVPN %s; wireguard-go %s.\n\n",
-		m.describe(), m.IPerf3, m.Seconds, m.Pings, orDash(m.OpenVPN), orDash(m.WireGuardGo))
+		m.describe(), m.IPerf3, m.Seconds, m.Pings, orDash(m.OpenVPN), wireguardVersion(m))
+	if l := m.peakLoad(); m.NProc > 0 && l > 2*float64(m.NProc) {
+		w("**Loaded machine:** the 1-minute load average reached %.1f on %d cores during this run, so the cases competed with other work for the CPU, unevenly over the run; even ratios between cases of this run are uncertain (the carrier's numbers, which every ratio to the carrier divides by, move the most).\n\n", l, m.NProc)
+	}
 
-	w("| case | TCP 1 stream up, Mbit/s | TCP 1 stream down | TCP 4 streams up | UDP 1400 B: received packets/s (loss) | RTT to server p50 / p99, µs | RTT to internet host p50 / p99, µs | tunnel CPU s per GB: TCP up / down / UDP |\n")
-	w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| case | TCP 1 stream up, Mbit/s | TCP 1 stream down | TCP 4 streams up | TCP %s clients × 1 stream up, aggregate (slowest–fastest client) | UDP 1400 B: received packets/s (loss) | UDP 64 B: received packets/s (loss) | RTT to server p50 / p99, µs | RTT to internet host p50 / p99, µs | tunnel CPU s per GB: TCP up / down / %s clients / UDP 1400 B / UDP 64 B |\n", clientsOf(m), clientsOf(m))
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range caseOrder {
 		if rs[c] == nil {
 			continue
 		}
-		up, down, p4, udp := rs.get(c, "tcp_up"), rs.get(c, "tcp_down"), rs.get(c, "tcp_p4"), rs.get(c, "udp")
+		up, down, p4, multi := rs.get(c, "tcp_up"), rs.get(c, "tcp_down"), rs.get(c, "tcp_p4"), rs.get(c, "tcp_8c")
+		udp, udp64 := rs.get(c, "udp"), rs.get(c, "udp64")
 		ps, pi := rs.get(c, "ping_server"), rs.get(c, "ping_internet")
-		udpCell := "–"
-		if udp.PPS > 0 {
-			udpCell = fmt.Sprintf("%.0f (%.1f%%)", udp.PPS, udp.LossPct)
-		}
 		cpu := "–"
 		if up.CPU != nil {
-			cpu = fmt.Sprintf("%s / %s / %s", num(up.cpuPerGB(), "%.2f"), num(down.cpuPerGB(), "%.2f"), num(udp.cpuPerGB(), "%.2f"))
+			cpu = strings.Join([]string{num(up.cpuPerGB(), "%.2f"), num(down.cpuPerGB(), "%.2f"), num(multi.cpuPerGB(), "%.2f"),
+				num(udp.cpuPerGB(), "%.2f"), num(udp64.cpuPerGB(), "%.2f")}, " / ")
 		}
-		w("| %s | %s | %s | %s | %s | %s | %s | %s |\n", caseNames[c], mbitCell(up), mbitCell(down),
-			num(p4.Mbit, "%.0f"), udpCell, pingCell(ps), pingCell(pi), cpu)
+		w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", caseNames[c], mbitCell(up), mbitCell(down),
+			num(p4.Mbit, "%.0f"), multiCell(multi), udpCell(udp), udpCell(udp64), pingCell(ps), pingCell(pi), cpu)
 	}
-	w("\nSingle-stream TCP cells are the median of the runs, with their range in brackets. The carrier rows are the ceiling: a tunnelled flow crosses both legs, so for throughput the slower leg counts; for RTT the IPv6 leg to the server is the like-for-like reference for a ping to the server's inner address (192.0.2.1). UDP loss is what the sender offered beyond what arrived; iperf3 with `-b 0` offers as much as the sending side can produce, so a high loss means the tunnel is the bottleneck.\n\n")
+	w("\nSingle-stream TCP cells are the median of the runs, with their range in brackets. The carrier rows are the ceiling: a tunnelled flow crosses both legs, so for throughput the slower leg counts; for RTT the IPv6 leg to the server is the like-for-like reference for a ping to the server's inner address (192.0.2.1). UDP loss is what the sender offered beyond what arrived; iperf3 with `-b 0` offers as much as the sending side can produce, so a high loss means the tunnel is the bottleneck. The multi-client cell is %s clients at once, each from its own namespace with its own link to the server and its own tunnel client (4over6c, OpenVPN, wireguard-go peer), one TCP upload each to an iperf3 server of its own; for the carrier, %s plain TCP uploads over the IPv6 leg (from the clients' namespaces) and over the IPv4 leg (from the server's).\n\n", clientsOf(m), clientsOf(m))
 
 	rateTable(w, rs)
 
 	w("Ratios (higher is better for throughput; for RTT the ratio of p50s, lower is better):\n\n")
 	w("| metric | 4over6 / carrier | 4over6 / OpenVPN | 4over6 / wireguard-go | 4over6 / 4over6 without offloads | OpenVPN / carrier | wireguard-go / carrier |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, metric := range []string{"tcp_up", "tcp_down", "tcp_p4", "udp"} {
+	for _, metric := range []string{"tcp_up", "tcp_down", "tcp_p4", "tcp_8c", "udp", "udp64"} {
 		c := ceiling(rs, metric)
 		f, o, g := value(rs.get(four6, metric), metric), value(rs.get(openvpn, metric), metric), value(rs.get(wireguard, metric), metric)
 		p := value(rs.get(four6Flat, metric), metric)
 		w("| %s | %s | %s | %s | %s | %s | %s |\n", metricNames[metric], ratio(f, c), ratio(f, o), ratio(f, g), ratio(f, p), ratio(o, c), ratio(g, c))
 	}
+	for _, row := range []struct {
+		name, metric string
+		pick         func(result) float64
+	}{
+		{"RTT to server p50", "ping_server", func(r result) float64 { return r.P50 }},
+		{"RTT to server p99", "ping_server", func(r result) float64 { return r.P99 }},
+		{"RTT to internet host p50", "ping_internet", func(r result) float64 { return r.P50 }},
+		{"RTT to internet host p99", "ping_internet", func(r result) float64 { return r.P99 }},
+	} {
+		// The carrier's reference for both is the IPv6 leg to the server:
+		// the client namespace has no IPv4 of its own.
+		c := row.pick(rs.get(carrierV6, "ping_server"))
+		f, o, g := row.pick(rs.get(four6, row.metric)), row.pick(rs.get(openvpn, row.metric)), row.pick(rs.get(wireguard, row.metric))
+		p := row.pick(rs.get(four6Flat, row.metric))
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", row.name, ratio(f, c), ratio(f, o), ratio(f, g), ratio(f, p), ratio(o, c), ratio(g, c))
+	}
 	cp := rs.get(carrierV6, "ping_server").P50
 	f, o, g := rs.get(four6, "ping_server").P50, rs.get(openvpn, "ping_server").P50, rs.get(wireguard, "ping_server").P50
-	p := rs.get(four6Flat, "ping_server").P50
-	w("| RTT to server p50 | %s | %s | %s | %s | %s | %s |\n", ratio(f, cp), ratio(f, o), ratio(f, g), ratio(f, p), ratio(o, cp), ratio(g, cp))
-	w("| RTT added to the carrier's, p50 | %s | | | | %s | %s |\n", added(f, cp), added(o, cp), added(g, cp))
+	w("| RTT to server added to the carrier's, p50 | %s | | | | %s | %s |\n", added(f, cp), added(o, cp), added(g, cp))
+	w("\nThe RTT ratios to the carrier compare with the IPv6 leg to the server for both destinations (the client has no IPv4 path of its own).\n\n")
 
-	w("\nTargets of the issue:\n\n")
+	clientsTable(w, m, rs)
+	targetsTable(w, issue17Targets, rs)
+
+	w("\nTargets of the first round:\n\n")
 	w("| target | measured | |\n|---|---|---|\n")
 	for _, t := range []struct {
 		name, peer string
@@ -355,6 +383,49 @@ func rateTable(w func(string, ...any), rs results) {
 	w("\n")
 }
 
+// clientsTable compares each case's multi-client aggregate with its own
+// single stream up: what a second core (or the lack of one) gives.
+func clientsTable(w func(string, ...any), m machine, rs results) {
+	var rows []string
+	for _, c := range []string{carrierV6, carrierV4, four6, openvpn, wireguard} {
+		multi, one := rs.get(c, "tcp_8c").Mbit, rs.get(c, "tcp_up").Mbit
+		if multi <= 0 && one <= 0 {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s |\n", caseNames[c], num(one, "%.0f"), num(multi, "%.0f"), ratio(multi, one)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("Many clients against one (%s clients × 1 TCP stream up, aggregate, against the same case's single stream up, median):\n\n", clientsOf(m))
+	w("| case | 1 stream up, Mbit/s | %s clients, aggregate | ratio |\n|---|---:|---:|---:|\n", clientsOf(m))
+	for _, row := range rows {
+		w("%s", row)
+	}
+	w("\n")
+}
+
+func clientsOf(m machine) string {
+	if m.Clients <= 0 {
+		return "8"
+	}
+	return fmt.Sprint(m.Clients)
+}
+
+func udpCell(r result) string {
+	if r.PPS <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f (%.1f%%)", r.PPS, r.LossPct)
+}
+
+func multiCell(r result) string {
+	if r.Mbit <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f (%.0f–%.0f)", r.Mbit, r.ClientMin, r.ClientMax)
+}
+
 // mbitCell is the median throughput, with the range when the test ran
 // several times.
 func mbitCell(r result) string {
@@ -365,6 +436,16 @@ func mbitCell(r result) string {
 		return fmt.Sprintf("%.0f (%.0f–%.0f)", r.Mbit, r.Min, r.Max)
 	}
 	return fmt.Sprintf("%.0f", r.Mbit)
+}
+
+// wireguardVersion names the release wireguard-go reports and, when known,
+// the pinned module version it was built from.
+func wireguardVersion(m machine) string {
+	v := orDash(m.WireGuardGo)
+	if m.WireGuardGoModule != "" {
+		v += fmt.Sprintf(" (`%s`)", m.WireGuardGoModule)
+	}
+	return v
 }
 
 func orDash(s string) string {
@@ -406,7 +487,7 @@ func drawChart(dir, png string, m machine, rs results) error {
 	// bars, so it is named in the panel title instead of drawn.
 	var thr strings.Builder
 	thr.WriteString("metric\t4over6\tOpenVPN\twireguard-go\n")
-	short := map[string]string{"tcp_up": "1 stream up", "tcp_down": "1 stream down", "tcp_p4": "4 streams up"}
+	short := map[string]string{"tcp_up": "1 up", "tcp_down": "1 down", "tcp_p4": "4 up", "tcp_8c": "8 clients up"}
 	var ceil []string
 	for _, metric := range throughputs {
 		fmt.Fprintf(&thr, "\"%s\"\t%.1f\t%.1f\t%.1f\n", short[metric],
@@ -447,7 +528,7 @@ set key below horizontal autotitle columnhead
 set grid ytics
 set yrange [0:*]
 set xtics nomirror
-set title "TCP throughput through the tunnel, Mbit/s\n(carrier, off scale: %s Gbit/s)"
+set title "TCP throughput through the tunnel, Mbit/s, by streams\n(carrier, off scale: %s Gbit/s)"
 plot "thr.dat" using 2:xtic(1) lc rgb "#d62728", "" using 3 lc rgb "#1f77b4", "" using 4 lc rgb "#2ca02c"
 set title "RTT to the server (inner address), µs, log scale\n(idle, 10 ms between pings)"
 set logscale y

@@ -59,6 +59,10 @@ type machine struct {
 	IPerf3      string `json:"iperf3"`
 	OpenVPN     string `json:"openvpn"`
 	WireGuardGo string `json:"wireguard_go"`
+	// The module version run.sh installed wireguard-go from (its --version
+	// names only the release it is based on).
+	WireGuardGoModule string `json:"wireguard_go_module"`
+	Clients           int    `json:"clients"`
 }
 
 func (m machine) describe() string {
@@ -68,6 +72,19 @@ func (m machine) describe() string {
 	}
 	return fmt.Sprintf("%s, commit %s; %d × %s, Linux %s, %s; load average %s before, %s after",
 		m.Date, commit, m.NProc, m.CPU, m.Kernel, m.Go, m.LoadBefore, m.LoadAfter)
+}
+
+// peakLoad is the higher of the 1-minute load averages before and after
+// the run (0 when neither was recorded).
+func (m machine) peakLoad() float64 {
+	peak := 0.0
+	for _, l := range []string{m.LoadBefore, m.LoadAfter} {
+		var one float64
+		if _, err := fmt.Sscanf(l, "%g", &one); err == nil {
+			peak = max(peak, one)
+		}
+	}
+	return peak
 }
 
 func readJSON(path string, v any) error {
