@@ -399,9 +399,14 @@ func (s *Session) toClient(b *messages.ToClient) {
 
 // offerData queues a batch (of n packets, bytes long, measured before the
 // call since b is the writer's once offered) for the client, or drops it
-// as queue_full; it reports whether it was queued.
+// as queue_full (session_ended once the session is closing); it reports
+// whether it was queued.
 func (s *Session) offerData(b *messages.ToClient, n, bytes int) bool {
-	if s.closed || !s.out.offer(b) {
+	if s.closed {
+		s.dropBatch(DropSessionEnded, b)
+		return false
+	}
+	if !s.out.offer(b) {
 		s.dropBatch(DropQueueFull, b)
 		return false
 	}
