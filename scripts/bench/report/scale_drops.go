@@ -45,11 +45,17 @@ func dropAccount(a activeRun) string {
 	w("; the sink received %.0f: %.0f were dropped by the sink's kernel because its socket buffer was full (`UdpRcvbufErrors`), %.0f arrived after it had closed its socket (`UdpNoPorts`), %.0f not accounted for.\n",
 		a.Sink.Packets, c.SinkRcvbuf, c.SinkNoPort, lost-c.SinkRcvbuf-c.SinkNoPort)
 	offered := t.TxPackets + t.TxDropped
-	w("- **Down** (sink → sessions): the sink echoed %.0f; the kernel routed %.0f into the TUN (%+.0f: ICMP errors of the internet host's kernel) and dropped %.0f of them (the TUN's TX drops) because the TUN queue (`txqueuelen` %.0f) was full: the server's one TUN reader read slower than they arrived. %s\n",
-		a.Sink.Echoed, offered, offered-a.Sink.Echoed, t.TxDropped, t.TxQLen, readerBound(a))
+	w("- **Down** (sink → sessions): the sink echoed %.0f; the kernel routed %.0f into the TUN (%+.0f: ICMP errors of the internet host's kernel)",
+		a.Sink.Echoed, offered, offered-a.Sink.Echoed)
+	if t.TxDropped == 0 {
+		w(" and dropped none of them (the TUN's TX drops).\n")
+	} else {
+		w(" and dropped %.0f of them (the TUN's TX drops) because the TUN queue (`txqueuelen` %.0f) was full: the server's one TUN reader read slower than they arrived. %s\n",
+			t.TxDropped, t.TxQLen, readerBound(a))
+	}
 	w("- The server read %.0f from the TUN: %.0f went to the sessions' connections", t.TxPackets, c.PacketsOut)
 	down := writeDrops(w, c.Drops, false)
-	w("; %.0f not accounted for", t.TxPackets-c.PacketsOut-down)
+	w("; %.0f not counted by the server (batches still in the mailbox of a session when its actor stopped, which protoactor discards; at most its inbox budget of 16 batches per session)", t.TxPackets-c.PacketsOut-down)
 	w("; the sessions received %.0f (the other %.0f were in connections that closed before their client read them).\n\n",
 		a.Load.DataReceived, c.PacketsOut-a.Load.DataReceived)
 	w("Machine-wide kernel input-backlog drops: %.0f.\n\n", a.Softnet)

@@ -25,7 +25,7 @@ func TestDropAccount(t *testing.T) {
 		"routed 902 into the TUN (+2:", "dropped 102 of them", "`txqueuelen` 500",
 		"the bound was the reader itself",
 		"780 went to the sessions' connections, 5 dropped as `queue_full`", "15 dropped as `session_ended`",
-		"; 0 not accounted for; the sessions received 760 (the other 20",
+		"; 0 not counted by the server (", "the sessions received 760 (the other 20",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("account lacks %q:\n%s", want, got)
@@ -37,5 +37,9 @@ func TestDropAccount(t *testing.T) {
 	a.Settled.ReaderWaitS = 2
 	if got := dropAccount(a); !strings.Contains(got, "the Router was the bound") {
 		t.Errorf("a reader waiting 20%% of the run does not name the Router:\n%s", got)
+	}
+	a.Settled.TUN.TxDropped, a.Sink.Echoed = 0, 800
+	if got := dropAccount(a); !strings.Contains(got, "dropped none of them") || strings.Contains(got, "TUN queue") {
+		t.Errorf("no TX drops, yet a full queue is named:\n%s", got)
 	}
 }
