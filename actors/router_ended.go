@@ -15,7 +15,9 @@ import (
 // (session_ended: replies still in flight when the client went away, or
 // the far side not yet told) from one for an address no session held
 // recently (no_route). It costs one entry per ended session for window,
-// never anything per packet.
+// never anything per packet. It is the Router's own state: a restarted
+// Router starts without it, and counts packets for addresses that ended
+// before the restart as no_route.
 type endedRoutes struct {
 	window time.Duration
 	at     map[netip.Addr]time.Time
