@@ -85,6 +85,11 @@ func (r *Router) Receive(ctx actor.Context) {
 			delete(r.routes, m.Addr)
 			r.ended.add(m.Addr, r.cfg.now())
 		}
+		if ctx.Sender() != nil {
+			// A closing session asks: the answer follows every batch
+			// sent to it (session_release.go).
+			ctx.Respond(&routeReleased{})
+		}
 	case *messages.RoutesQuery:
 		ctx.Respond(r.table())
 	case *messages.InjectPanic:
