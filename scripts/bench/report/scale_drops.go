@@ -55,7 +55,7 @@ func dropAccount(a activeRun) string {
 	}
 	w("- The server read %.0f from the TUN: %.0f went to the sessions' connections", t.TxPackets, c.PacketsOut)
 	down := writeDrops(w, c.Drops, false)
-	w("; %.0f not counted by the server (batches still in the mailbox of a session when its actor stopped, which protoactor discards; at most its inbox budget of 16 batches per session)", t.TxPackets-c.PacketsOut-down)
+	w("; %.0f not counted by the server (0 unless a packet was lost uncounted: a bug)", t.TxPackets-c.PacketsOut-down)
 	w("; the sessions received %.0f (the other %.0f were in connections that closed before their client read them).\n\n",
 		a.Load.DataReceived, c.PacketsOut-a.Load.DataReceived)
 	w("Machine-wide kernel input-backlog drops: %.0f.\n\n", a.Softnet)
