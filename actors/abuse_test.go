@@ -240,7 +240,8 @@ func TestTUNReaderIsBoundedByRouter(t *testing.T) {
 	self := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &holder{got: make(chan *messages.ToClient, 1)} }))
 	defer func() { _ = sys.Root.PoisonFuture(self).Wait() }()
 	stop, done := make(chan struct{}), make(chan struct{})
-	go readTUN(dev, sys, self, router, 1, stop, done)
+	m := &Metrics{}
+	go readTUN(dev, sys, self, router, m, 1, stop, done)
 
 	pkt := tuntest.UDP(netip.AddrPortFrom(inetHost, 53), netip.AddrPortFrom(netip.MustParseAddr("192.0.2.9"), 9), []byte("x"))
 	var held []*messages.ToClient
@@ -256,6 +257,10 @@ func TestTUNReaderIsBoundedByRouter(t *testing.T) {
 	}
 	held[0].Recycle() // the Router catches up by one batch
 	held = append(held[1:], receiveBatch(t, h.got))
+	// The wait is counted before the batch is sent.
+	if n := m.TUNReaderWaits.Load(); n != 1 || m.TUNReaderWaitNanos.Load() == 0 {
+		t.Fatalf("reader waits = %d (%d ns), want 1 and its time", n, m.TUNReaderWaitNanos.Load())
+	}
 
 	// Blocked on the budget again, the reader must still stop on request.
 	dev.Inject(pkt)
@@ -264,6 +269,9 @@ func TestTUNReaderIsBoundedByRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-done
+	if n := m.TUNReaderWaits.Load(); n != 2 {
+		t.Fatalf("reader waits = %d after a wait ended by the stop, want 2", n)
+	}
 	for _, b := range held {
 		b.Release()
 	}

@@ -24,12 +24,13 @@ const (
 	DropClientToClient                   // to the pool while client-to-client traffic is off
 	DropNotAssigned                      // TUN packet for a session that has not sent its 101 yet
 	DropRateLimit                        // towards a client beyond its -rate-limit bucket
+	DropSessionEnded                     // TUN packet towards a session that ended: still queued for it, or for its address less than -grace after
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"not_ipv4", "before_lease", "spoofed", "too_big", "no_route", "queue_full", "tun_write", "client_to_client", "not_assigned",
-	"rate_limit",
+	"rate_limit", "session_ended",
 }
 
 // String is the metric label for the reason.
@@ -202,6 +203,13 @@ type Metrics struct {
 	frames         [numFrameTypes]atomic.Uint64
 	setup          histogram
 	etcdRTT        histogram
+
+	// TUNReaderWaits counts the times the TUN reader found its batches in
+	// flight to the Router at the budget (routerBudget) and waited;
+	// TUNReaderWaitNanos is the time it spent so. The kernel's TUN queue
+	// fills meanwhile, and what overflows it is the device's TX drops.
+	TUNReaderWaits     atomic.Uint64
+	TUNReaderWaitNanos atomic.Uint64
 
 	// Fleet mode (fleet*.go): blocks and /32 claims this node holds in
 	// etcd, its state (0 ok, 1 read-only: no new leases) and failed lease

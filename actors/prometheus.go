@@ -17,6 +17,7 @@ type Collector struct {
 	poolReserved, reservationsRejected    *prometheus.Desc
 	fleetBlocks, fleetClaims, fleetState  *prometheus.Desc
 	fleetRenewFailures, etcdRTT           *prometheus.Desc
+	tunReaderWaits, tunReaderWaitSeconds  *prometheus.Desc
 }
 
 // NewCollector describes every engine metric under the "fourover6d_" prefix.
@@ -54,6 +55,9 @@ func NewCollector(m *Metrics) *Collector {
 			"Fleet state: 0 ok, 1 read-only (etcd cannot be reached safely: new sessions are refused, existing ones keep running)."),
 		fleetRenewFailures: d("fleet_lease_renew_failures_total", "Failed renewals of this node's etcd lease."),
 		etcdRTT:            d("etcd_rtt_seconds", "Round-trip time of the fleet's etcd requests and lease renewals."),
+		tunReaderWaits: d("tun_reader_waits_total",
+			"Times the TUN reader had its 16 batches in flight to the Router and waited for one (the kernel's TUN queue fills meanwhile; its overflow is the device's TX drops)."),
+		tunReaderWaitSeconds: d("tun_reader_wait_seconds_total", "Time the TUN reader spent in those waits."),
 	}
 }
 
@@ -62,7 +66,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.closedTotal, c.poolSize, c.poolLeased,
 		c.denials, c.packets, c.bytes, c.drops, c.failures, c.errs, c.refused, c.closedBy, c.setup, c.frames,
 		c.icmpSent, c.icmpLimited, c.fragmented, c.fragments, c.poolReserved, c.reservationsRejected,
-		c.fleetBlocks, c.fleetClaims, c.fleetState, c.fleetRenewFailures, c.etcdRTT} {
+		c.fleetBlocks, c.fleetClaims, c.fleetState, c.fleetRenewFailures, c.etcdRTT, c.tunReaderWaits, c.tunReaderWaitSeconds} {
 		ch <- d
 	}
 }
@@ -120,4 +124,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fleetRenewFailures, m.FleetRenewFailures.Load())
 	buckets, count, sum = m.EtcdRTTHistogram()
 	ch <- prometheus.MustNewConstHistogram(c.etcdRTT, count, sum, buckets)
+	counter(c.tunReaderWaits, m.TUNReaderWaits.Load())
+	ch <- prometheus.MustNewConstMetric(c.tunReaderWaitSeconds, prometheus.CounterValue, float64(m.TUNReaderWaitNanos.Load())/1e9)
 }

@@ -5,7 +5,11 @@ package actors
 //  1. The TUN actor's reader sends a *messages.ToClient batch of packets.
 //  2. The Router looks up each packet's IPv4 destination in its map and
 //     moves the packet (no copy) into a batch for the owning session.
-//  3. Packets for addresses without a session are dropped and counted.
+//  3. Packets for addresses without a session are dropped and counted:
+//     as session_ended when the address's session ended less than -grace
+//     ago (replies in flight when its client left: at the end of a load
+//     test these are every packet still between the server and the far
+//     host), else as no_route.
 //  4. Each per-session batch goes to its session in one message if the
 //     session's inbox budget has a token (else it is dropped and counted);
 //     the session queues it for its writer, or drops it if that client is
@@ -18,6 +22,7 @@ package actors
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -29,6 +34,7 @@ import (
 type Router struct {
 	cfg    *shared
 	routes map[netip.Addr]route
+	ended  endedRoutes          // addresses whose session ended within -grace
 	synced bool                 // the pool's table has arrived
 	held   []*messages.ToClient // batches that arrived before it
 	// scratch is reused across batches: one entry per session that
@@ -50,7 +56,7 @@ type routed struct {
 
 func newRouter(cfg *shared) actor.Producer {
 	return func() actor.Actor {
-		return &Router{cfg: cfg, routes: make(map[netip.Addr]route)}
+		return &Router{cfg: cfg, routes: make(map[netip.Addr]route), ended: endedRoutes{window: cfg.Grace}}
 	}
 }
 
@@ -73,9 +79,16 @@ func (r *Router) Receive(ctx actor.Context) {
 		ctx.Respond(&messages.Healthy{})
 	case *messages.RouteAdd:
 		r.routes[m.Addr] = route{pid: m.Session, inbox: m.Inbox}
+		r.ended.remove(m.Addr)
 	case *messages.RouteDel:
 		if cur, ok := r.routes[m.Addr]; ok && cur.pid.Equal(m.Session) {
 			delete(r.routes, m.Addr)
+			r.ended.add(m.Addr, r.cfg.now())
+		}
+		if ctx.Sender() != nil {
+			// A closing session asks: the answer follows every batch
+			// sent to it (session_release.go).
+			ctx.Respond(&routeReleased{})
 		}
 	case *messages.RoutesQuery:
 		ctx.Respond(r.table())
@@ -89,6 +102,7 @@ func (r *Router) replace(ctx actor.Context, t *messages.RouteTable) {
 	clear(r.routes)
 	for _, rt := range t.Routes {
 		r.routes[rt.Addr] = route{pid: rt.Session, inbox: rt.Inbox}
+		r.ended.remove(rt.Addr)
 	}
 	r.synced = true
 	held := r.held
@@ -112,11 +126,11 @@ func (r *Router) forward(ctx actor.Context, in *messages.ToClient) {
 	// Deferred so the TUN reader gets its budget token back even if
 	// routing panics.
 	defer in.Recycle()
+	var now time.Time // read at the first packet without a route
 	for _, pkt := range in.Packets {
 		rt, ok := r.lookup(pkt)
 		if !ok {
-			r.cfg.Metrics.Drop(DropNoRoute, 1)
-			wire.ReleasePacket(pkt)
+			r.dropUnrouted(pkt, &now)
 			continue
 		}
 		out := r.batchFor(ctx, rt)
@@ -138,6 +152,22 @@ func (r *Router) deliver(ctx actor.Context, rt route, b *messages.ToClient) {
 		return
 	}
 	ctx.Send(rt.pid, b)
+}
+
+// dropUnrouted counts and releases a packet no session holds the address
+// of; *now is the batch's clock, read once and only if needed.
+func (r *Router) dropUnrouted(pkt []byte, now *time.Time) {
+	reason := DropNoRoute
+	if len(pkt) >= 20 && pkt[0]>>4 == 4 {
+		if now.IsZero() {
+			*now = r.cfg.now()
+		}
+		if r.ended.within(netip.AddrFrom4([4]byte(pkt[16:20])), *now) {
+			reason = DropSessionEnded
+		}
+	}
+	r.cfg.Metrics.Drop(reason, 1)
+	wire.ReleasePacket(pkt)
 }
 
 func (r *Router) lookup(pkt []byte) (route, bool) {

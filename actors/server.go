@@ -53,6 +53,7 @@ func Start(cfg Config) (*Server, error) {
 		}),
 	)
 	sh := newShared(cfg, sys, rootName)
+	countDeadBatches(sys, sh)
 	sh.reservations = loadReservations(cfg)
 	sh.statics = statics
 	props := actor.PropsFromProducer(newSupervisor(sh), actor.WithGuardian(&rootGuardian{cfg: sh}))

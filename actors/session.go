@@ -83,7 +83,9 @@ type Session struct {
 	icmp              icmpBucket         // ICMP errors to the client (session_mtu.go)
 	icmpOut           *messages.ToClient // errors built for the batch at hand
 	reason            CloseReason
-	ended             bool // reason is set
+	ended             bool        // reason is set
+	releasing         bool        // closed, waiting for the Router to drop the route (session_release.go)
+	releaseWait       *time.Timer // bounds that wait
 
 	// upRate is the uplink rate limit in bit/s (0: none), which the
 	// reader paces by; down polices the downlink. Both are set from
@@ -175,7 +177,10 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.shutdown()
 	case *actor.Stopped:
 		s.io.Wait()
+		stopTimer(s.releaseWait)
 		s.logEnd()
+	case *routeReleased, *releaseTimeout, *actor.DeadLetterResponse:
+		s.onReleased(ctx)
 	case *messages.Kick:
 		s.stop(ctx, CloseKicked) // the Supervisor logged the kick; logEnd says the reason
 	case *messages.InjectPanic:
@@ -399,9 +404,14 @@ func (s *Session) toClient(b *messages.ToClient) {
 
 // offerData queues a batch (of n packets, bytes long, measured before the
 // call since b is the writer's once offered) for the client, or drops it
-// as queue_full; it reports whether it was queued.
+// as queue_full (session_ended once the session is closing); it reports
+// whether it was queued.
 func (s *Session) offerData(b *messages.ToClient, n, bytes int) bool {
-	if s.closed || !s.out.offer(b) {
+	if s.closed {
+		s.dropBatch(DropSessionEnded, b)
+		return false
+	}
+	if !s.out.offer(b) {
 		s.dropBatch(DropQueueFull, b)
 		return false
 	}
@@ -427,6 +437,9 @@ func (s *Session) onConnClosed(ctx actor.Context, m *connClosed) {
 func (s *Session) stop(ctx actor.Context, reason CloseReason) {
 	if !s.ended {
 		s.reason, s.ended = reason, true
+	}
+	if s.releaseRoute(ctx) {
+		return // it stops once the Router has dropped its route
 	}
 	ctx.Stop(ctx.Self())
 }

@@ -129,6 +129,7 @@ func writeClient(conn net.Conn, q *outQueue, stall time.Duration, m *Metrics, sy
 	}
 	w.release()
 	for b := range q.data {
+		m.Drop(DropSessionEnded, len(b.Packets))
 		q.queued.Add(-int64(len(b.Packets)))
 		b.Release()
 	}
@@ -209,6 +210,7 @@ func (w *coalescer) batch(b *messages.ToClient) error {
 	w.q.queued.Add(-int64(len(b.Packets)))
 	for _, pkt := range b.Packets {
 		if err := w.append(nil, wire.TypeDataReply, pkt); err != nil {
+			w.m.Drop(DropSessionEnded, len(b.Packets)) // not counted out: the connection failed
 			return err
 		}
 	}

@@ -131,7 +131,7 @@ func (t *TUNActor) startReader(ctx actor.Context) {
 		t.cfg.Logger.Error("failed to clear TUN read deadline", slog.Any("err", err))
 	}
 	t.done, t.stop = make(chan struct{}), make(chan struct{})
-	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.incarnation, t.stop, t.done)
+	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.cfg.Metrics, t.incarnation, t.stop, t.done)
 }
 
 // stopReader unblocks the reader with a deadline and waits for it, so no
@@ -163,11 +163,11 @@ func (t *TUNActor) onReaderStopped(ctx actor.Context, err error) {
 // reporting it unless the error is the deadline its owner set to stop it.
 // A panic here is not supervised by protoactor, so it is turned into an
 // error for the actor.
-func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, incarnation uint64, stop, done chan struct{}) {
+func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, m *Metrics, incarnation uint64, stop, done chan struct{}) {
 	defer close(done)
 	budget := messages.NewBudget(routerBudget)
 	err := readLoop(dev, func(b *messages.ToClient) error {
-		if !budget.Acquire(&b.Batch, stop) {
+		if !acquireRouterBudget(budget, b, m, stop) {
 			b.Release()
 			return os.ErrDeadlineExceeded // stopped by the owner
 		}
@@ -177,6 +177,22 @@ func readTUN(dev tun.Device, sys *actor.ActorSystem, self, router *actor.PID, in
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		sys.Root.Send(self, &readerStopped{incarnation: incarnation, err: err})
 	}
+}
+
+// acquireRouterBudget takes a token for b, and counts the waits when the
+// Router holds all of them: while the reader waits, the kernel's TUN queue
+// (txqueuelen) takes what arrives and drops the rest as the device's TX
+// drops, so these counters say that the Router's budget, not the reader,
+// was the bound.
+func acquireRouterBudget(budget messages.Budget, b *messages.ToClient, m *Metrics, stop <-chan struct{}) bool {
+	if budget.TryAcquire(&b.Batch) {
+		return true
+	}
+	start := time.Now()
+	ok := budget.Acquire(&b.Batch, stop)
+	m.TUNReaderWaits.Add(1)
+	m.TUNReaderWaitNanos.Add(uint64(time.Since(start)))
+	return ok
 }
 
 func readLoop(dev tun.Device, send func(*messages.ToClient) error) (err error) {

@@ -142,14 +142,37 @@ softnet_drops() {
 	while read -r processed dropped rest; do total=$((total + 16#$dropped)); done </proc/net/softnet_stat
 	echo "$total"
 }
-tun_stats() { in_ns "$NS_S" ip -s -j link show b46tun | jq -c '.[0].stats64 | {rx_packets:.rx.packets, rx_dropped:.rx.dropped, tx_packets:.tx.packets, tx_dropped:.tx.dropped}'; }
+tun_stats() { in_ns "$NS_S" ip -s -j link show b46tun | jq -c '.[0] | .stats64 + {txqlen} | {rx_packets:.rx.packets, rx_dropped:.rx.dropped, tx_packets:.tx.packets, tx_dropped:.tx.dropped, txqlen}'; }
+# server_drops: every drop counter of the server with its count, as a JSON
+# object (zeros included, so the report can say a reason did not occur).
+server_drops() {
+	in_ns "$NS_S" curl -sf --max-time 5 http://127.0.0.1:9604/metrics |
+		awk 'match($0, /^fourover6d_drops_total\{reason="[a-z_]+"\}/) {r = substr($0, 32, RLENGTH - 33); printf "%s\"%s\":%s", sep, r, $NF; sep = ","} BEGIN {printf "{"} END {print "}"}'
+}
+# udp_stat NS FIELD: a UDP counter of namespace NS's kernel (/proc/net/snmp),
+# e.g. RcvbufErrors (dropped: the receiving socket's buffer was full) or
+# NoPorts (no socket bound to the port).
+udp_stat() { in_ns "$1" awk -v f="$2" '$1 == "Udp:" {if (!n) {for (i = 2; i <= NF; i++) col[$i] = i; n = 1} else print $col[f]}' /proc/net/snmp; }
+# settle: wait (at most 10 s) until the server's packet counters stop
+# moving: after the load generator has closed its sessions, the server
+# still forwards what was in flight (the uplink left in its TCP receive
+# buffers, their echoes), and the drops of those belong in the account.
+settle() {
+	local prev= cur
+	for _ in $(seq 50); do
+		cur="$(tun_stats) $(metric 'fourover6d_packets_total{direction="in"}') $(metric 'fourover6d_packets_total{direction="out"}') $(server_drops)"
+		[[ $cur == "$prev" ]] && return 0
+		prev=$cur
+		sleep 0.2
+	done
+}
 
 ACTIVE_RUNS=()
 for pps in $ACTIVE_PPS; do
 	say "$ACTIVE active sessions, $pps packets/s each, ${ACTIVE_TIME}s"
 	start_server "active-$pps"
 	bench_start "sink-$pps" "$NS_I" "$BIN/4over6-load" -sink 198.51.100.2:9000 -echo -duration "$((ACTIVE_TIME + 20))s" -json
-	t0=$(cpu_ticks "$SERVER") sd0=$(softnet_drops)
+	t0=$(cpu_ticks "$SERVER") sd0=$(softnet_drops) rb0=$(udp_stat "$NS_I" RcvbufErrors) np0=$(udp_stat "$NS_I" NoPorts)
 	bench_start "load-active-$pps" "$NS_C" "$BIN/4over6-load" -server '[2001:db8:1::1]:5678' -n "$ACTIVE" -sources "$SRC_RANGE" \
 		-duration "${ACTIVE_TIME}s" -packets "$pps" -size 1400 -target 198.51.100.2:9000 -json
 	pid_var="PID_load_active_$pps"
@@ -159,8 +182,22 @@ for pps in $ACTIVE_PPS; do
 	pkts_in=$(metric 'fourover6d_packets_total{direction="in"}') pkts_out=$(metric 'fourover6d_packets_total{direction="out"}')
 	drops=$(in_ns "$NS_S" curl -sf --max-time 5 http://127.0.0.1:9604/metrics | awk '/^fourover6d_drops_total/ && $2 != 0 {sub(/fourover6d_drops_total/, ""); printf "%s%s %s", sep, $1, $2; sep=", "}')
 	tun=$(tun_stats)
+	# The account of every packet: read once the server has forwarded what
+	# was in flight at the close (the sink still echoing) and the sink has
+	# stopped.
+	settle
 	pid_var="PID_sink_$pps"
-	bench_stop "${!pid_var}" "$SERVER"
+	bench_stop "${!pid_var}"
+	settle
+	rb1=$(udp_stat "$NS_I" RcvbufErrors) np1=$(udp_stat "$NS_I" NoPorts)
+	waits=$(metric fourover6d_tun_reader_waits_total) wait_s=$(metric fourover6d_tun_reader_wait_seconds_total)
+	settled=$(jq -nc --argjson in "$(metric 'fourover6d_packets_total{direction="in"}')" \
+		--argjson out "$(metric 'fourover6d_packets_total{direction="out"}')" --argjson tun "$(tun_stats)" \
+		--argjson drops "$(server_drops)" --argjson rcvbuf "$((rb1 - rb0))" --argjson noport "$((np1 - np0))" \
+		--argjson waits "${waits:-0}" --argjson wait_s "${wait_s:-0}" \
+		'{packets_in:$in, packets_out:$out, tun:$tun, drops:$drops, sink_rcvbuf_errors:$rcvbuf, sink_no_port:$noport,
+		  tun_reader_waits:$waits, tun_reader_wait_s:$wait_s}')
+	bench_stop "$SERVER"
 	load_json=$(grep '^{' "$BENCH_WORK/load-active-$pps.log" | tail -1)
 	sink_json=$(grep '^{' "$BENCH_WORK/sink-$pps.log" | tail -1)
 	[[ -n $load_json && -n $sink_json ]] || { tail "$BENCH_WORK/load-active-$pps.log" "$BENCH_WORK/sink-$pps.log"; exit 1; }
@@ -170,9 +207,10 @@ for pps in $ACTIVE_PPS; do
 	jq -n --argjson n "$ACTIVE" --argjson pps "$pps" --argjson secs "$hold_s" --argjson load "$load_json" \
 		--argjson sink "$sink_json" --argjson cpu "$active_cpu" --argjson rss "$rss" --argjson hwm "$hwm" --arg drops "$drops" \
 		--argjson pin "${pkts_in:-0}" --argjson pout "${pkts_out:-0}" --argjson tun "${tun:-null}" \
-		--argjson softnet "$((sd1 - sd0))" \
+		--argjson softnet "$((sd1 - sd0))" --argjson settled "${settled:-null}" \
 		'{sessions:$n, pps_per_session:$pps, size:1400, seconds:$secs, load:$load, sink:$sink, server_cpu_s:$cpu, rss_kib:$rss,
-		  hwm_kib:$hwm, server_drops:$drops, server_packets_in:$pin, server_packets_out:$pout, tun:$tun, softnet_drops:$softnet}' \
+		  hwm_kib:$hwm, server_drops:$drops, server_packets_in:$pin, server_packets_out:$pout, tun:$tun, softnet_drops:$softnet,
+		  settled:$settled}' \
 		>"$BENCH_WORK/active-$pps.json"
 	ACTIVE_RUNS+=("$BENCH_WORK/active-$pps.json")
 	jq -r '"   sink: \(.sink.pps|floor) packets/s, \(.sink.mbit_ipv4|floor) Mbit/s up; server: \(.server_packets_in) in, \(.server_packets_out) out, CPU \(.server_cpu_s) s, peak RSS \(.hwm_kib) KiB; TUN \(.tun)"' \

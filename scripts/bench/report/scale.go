@@ -70,12 +70,30 @@ type activeRun struct {
 	ServerOut  float64    `json:"server_packets_out"`
 	HWM        float64    `json:"hwm_kib"`
 	Softnet    float64    `json:"softnet_drops"`
-	TUN        *struct {
-		RxPackets float64 `json:"rx_packets"`
-		RxDropped float64 `json:"rx_dropped"`
-		TxPackets float64 `json:"tx_packets"`
-		TxDropped float64 `json:"tx_dropped"`
-	} `json:"tun"`
+	TUN        *tunStats  `json:"tun"`
+	// Settled is the account of every packet, read once the server had
+	// forwarded what was in flight when the sessions closed and the sink
+	// had stopped (runs before it have none).
+	Settled *settledCounts `json:"settled"`
+}
+
+type tunStats struct {
+	RxPackets float64 `json:"rx_packets"`
+	RxDropped float64 `json:"rx_dropped"`
+	TxPackets float64 `json:"tx_packets"`
+	TxDropped float64 `json:"tx_dropped"`
+	TxQLen    float64 `json:"txqlen"`
+}
+
+type settledCounts struct {
+	PacketsIn   float64            `json:"packets_in"`
+	PacketsOut  float64            `json:"packets_out"`
+	TUN         tunStats           `json:"tun"`
+	Drops       map[string]float64 `json:"drops"`
+	SinkRcvbuf  float64            `json:"sink_rcvbuf_errors"`
+	SinkNoPort  float64            `json:"sink_no_port"`
+	ReaderWaits float64            `json:"tun_reader_waits"`
+	ReaderWaitS float64            `json:"tun_reader_wait_s"`
 }
 
 type scaleDoc struct {
@@ -149,6 +167,10 @@ func scaleMarkdown(d scaleDoc) string {
 		}
 		w("\n")
 		for _, a := range d.Active {
+			if a.Settled != nil {
+				w("%s", dropAccount(a))
+				continue
+			}
 			w("At %.0f packets/s per session: the server counted %.0f packets into its TUN path and %.0f out of it to the sessions",
 				a.PPS, a.ServerIn, a.ServerOut)
 			if a.TUN != nil {
