@@ -190,12 +190,12 @@ func (s *Session) start(ctx actor.Context) {
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.inbox = messages.NewBudget(inboxBatches)
 	s.setRate(s.cfg.RateLimit)
-	s.io.Add(2)
+	s.io.Add(1)
 	sys, self := ctx.ActorSystem(), ctx.Self()
 	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self,
 		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
-	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
+	s.out.attach(&clientWriter{conn: s.conn, stall: s.cfg.Timeout, m: s.cfg.Metrics, sys: sys, self: self, wg: &s.io})
 	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
 }
@@ -214,13 +214,13 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 	case wire.TypeIPRequest:
 		switch s.state {
 		case stateAssigned:
-			s.out.control(controlReply, s.reply)
+			s.out.controlNow(controlReply, s.reply)
 		case stateConnected:
 			s.state = stateRequesting
 			s.requestLease(ctx)
 		}
 	case wire.TypeEncryptRequest:
-		s.out.control(controlUnsupported, unsupportedFrame)
+		s.out.controlNow(controlUnsupported, unsupportedFrame)
 	case wire.TypeHeartbeat:
 	default:
 		if suppressed, ok := s.frameLog.allow(); ok {
@@ -255,7 +255,7 @@ func (s *Session) onGranted(ctx actor.Context, m *messages.LeaseGranted) {
 	// Recorded before the 101 is queued: a client that has its 101 must
 	// find its setup in the histogram.
 	s.cfg.Metrics.Setup(setup)
-	s.out.control(controlReply, s.reply)
+	s.out.controlNow(controlReply, s.reply)
 	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
 	s.silence.Reset(s.cfg.Timeout)
 	attrs := []any{slog.String("client", s.client.String()), slog.String("addr", addr.String()), slog.Duration("setup", setup)}
@@ -285,7 +285,7 @@ func (s *Session) sendHeartbeat() {
 	if s.closed {
 		return
 	}
-	s.out.control(controlHeartbeat, heartbeatFrame)
+	s.out.controlNow(controlHeartbeat, heartbeatFrame)
 	s.heartbeat.Reset(s.cfg.Heartbeat)
 }
 
@@ -432,7 +432,7 @@ func (s *Session) stop(ctx actor.Context, reason CloseReason) {
 }
 
 // shutdown closes the connection (which ends the reader) and the queue
-// (which ends the writer); Stopped then waits for both.
+// (which ends a running writer); Stopped then waits for both.
 func (s *Session) shutdown() {
 	if s.closed {
 		return
