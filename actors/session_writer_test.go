@@ -55,7 +55,7 @@ func (c *exclusiveConn) SyscallConn() (syscall.RawConn, error) {
 
 type exclusiveRaw struct{ c *exclusiveConn }
 
-func (r exclusiveRaw) Control(f func(uintptr)) error  { return r.c.raw.Control(f) }
+func (r exclusiveRaw) Control(f func(uintptr)) error   { return r.c.raw.Control(f) }
 func (r exclusiveRaw) Read(f func(uintptr) bool) error { return r.c.raw.Read(f) }
 func (r exclusiveRaw) Write(f func(uintptr) bool) error {
 	r.c.enter()
