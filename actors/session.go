@@ -69,7 +69,6 @@ type Session struct {
 	reply   []byte // the 101 frame, kept for repeated 100s
 	fields  messages.ReplySettings
 	started time.Time
-	heard   time.Time
 	out     *outQueue
 	ctl     inflight        // control messages from the reader not yet taken
 	budget  messages.Budget // batches in flight to the TUN
@@ -185,14 +184,13 @@ func (s *Session) Receive(ctx actor.Context) {
 
 func (s *Session) start(ctx actor.Context) {
 	s.started = time.Now()
-	s.heard = s.started
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.inbox = messages.NewBudget(inboxBatches)
 	s.setRate(s.cfg.RateLimit)
 	s.io.Add(1)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self,
+	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, heard: &s.stats.lastHeard, m: s.cfg.Metrics, sys: sys, self: self,
 		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
 	s.out.attach(&clientWriter{conn: s.conn, stall: s.cfg.Timeout, m: s.cfg.Metrics, sys: sys, self: self, wg: &s.io})
@@ -200,9 +198,11 @@ func (s *Session) start(ctx actor.Context) {
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
 }
 
+// hear notes that the client is alive. Its heartbeats are noted by the
+// reader itself (session_io.go): the silence check reads the time the
+// two share in stats.lastHeard.
 func (s *Session) hear() {
-	s.heard = time.Now()
-	s.stats.lastHeard.Store(s.heard.UnixNano())
+	s.stats.lastHeard.Store(time.Now().UnixNano())
 }
 
 func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any) *time.Timer {
@@ -221,7 +221,6 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 		}
 	case wire.TypeEncryptRequest:
 		s.out.controlNow(controlUnsupported, unsupportedFrame)
-	case wire.TypeHeartbeat:
 	default:
 		if suppressed, ok := s.frameLog.allow(); ok {
 			s.cfg.Logger.Debug("ignoring frames of unknown type (counted in frames_total{type=\"unknown\"})",
@@ -299,7 +298,7 @@ func (s *Session) checkSilence(ctx actor.Context) {
 		s.stop(ctx, CloseHandshakeTimeout)
 		return
 	}
-	quiet := time.Since(s.heard)
+	quiet := time.Since(s.stats.LastHeard())
 	if quiet >= s.cfg.Timeout {
 		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
 		s.stop(ctx, CloseTimeout)
