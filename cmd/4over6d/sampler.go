@@ -50,6 +50,7 @@ type sessionRates struct {
 
 // track is the sampler's state for one session.
 type track struct {
+	gen             uint64 // the sample that last saw the session
 	lastAt          time.Time
 	lastIn, lastOut uint64
 	winAt           time.Time // start of the history window being filled
@@ -71,6 +72,7 @@ type sampler struct {
 	queries  chan ratesQuery
 	done     chan struct{}
 	tracks   map[sessionKey]*track // only run touches it
+	gen      uint64                // counts samples: a track not seen in this one is gone
 }
 
 // newSampler makes a sampler that reads sessions on every tick, timing
@@ -124,20 +126,20 @@ func (s *sampler) sample() {
 		return
 	}
 	now := s.now()
-	seen := make(map[sessionKey]bool, len(list))
+	s.gen++
 	for _, st := range list {
 		k := keyOf(st)
-		seen[k] = true
 		tr := s.tracks[k]
 		if tr == nil {
-			s.tracks[k] = &track{lastAt: now, lastIn: st.BytesIn, lastOut: st.BytesOut,
+			s.tracks[k] = &track{gen: s.gen, lastAt: now, lastIn: st.BytesIn, lastOut: st.BytesOut,
 				winAt: now, winIn: st.BytesIn, winOut: st.BytesOut}
 			continue
 		}
+		tr.gen = s.gen
 		tr.update(now, st.BytesIn, st.BytesOut)
 	}
-	for k := range s.tracks {
-		if !seen[k] {
+	for k, tr := range s.tracks {
+		if tr.gen != s.gen {
 			delete(s.tracks, k)
 		}
 	}
@@ -165,9 +167,19 @@ func bitRate(before, after uint64, d time.Duration) uint64 {
 	return uint64(float64(after-before) * 8 / d.Seconds())
 }
 
+// zeroHistory backs the history of every session that has carried no
+// traffic yet: most sessions of a big server are idle, and they share
+// this array instead of a slice each, rebuilt every historyWindow. It is
+// never written.
+var zeroHistory [historyLen]uint64
+
 // appendHistory adds v, keeping the last historyLen values. It makes a new
-// slice, so copies handed out earlier never change.
+// slice, so copies handed out earlier never change; a history of zeros
+// stays a slice of zeroHistory, which costs nothing.
 func appendHistory(h []uint64, v uint64) []uint64 {
+	if v == 0 && (len(h) == 0 || &h[0] == &zeroHistory[0]) {
+		return zeroHistory[:min(len(h)+1, historyLen)]
+	}
 	if len(h) >= historyLen {
 		h = h[len(h)-historyLen+1:]
 	}

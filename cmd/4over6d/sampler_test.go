@@ -209,3 +209,29 @@ func TestServeAdminStopsTheSampler(t *testing.T) {
 		t.Fatal("serveAdmin's wait returned while the sampler was still running")
 	}
 }
+
+// An idle session's history costs no memory and no allocation, and
+// traffic later gives it a slice of its own without writing the shared
+// zeros.
+func TestHistoryOfAnIdleSessionSharesTheZeros(t *testing.T) {
+	var h []uint64
+	if allocs := testing.AllocsPerRun(100, func() { h = appendHistory(h, 0) }); allocs != 0 {
+		t.Fatalf("appending a zero to a zero history allocated %.0f times", allocs)
+	}
+	if len(h) != historyLen {
+		t.Fatalf("history of %d values, want %d", len(h), historyLen)
+	}
+	busy := appendHistory(h, 42)
+	if len(busy) != historyLen || busy[historyLen-1] != 42 || busy[0] != 0 {
+		t.Fatalf("history after traffic = %v", busy)
+	}
+	busy = appendHistory(busy, 0)
+	for i, v := range zeroHistory {
+		if v != 0 {
+			t.Fatalf("zeroHistory[%d] = %d after traffic", i, v)
+		}
+	}
+	if busy[historyLen-2] != 42 || busy[historyLen-1] != 0 {
+		t.Fatalf("a zero after traffic: history ends %v", busy[historyLen-2:])
+	}
+}
