@@ -5,6 +5,13 @@ package main
 // interval and a history of 5-second means (the last five minutes), for
 // the API and the dashboard's sparklines.
 //
+// It samples only while someone looks: for watchFor after the last query
+// (in the server, ten minutes: twice the history a dashboard shows). A
+// server nobody watches then spends nothing on it; with 100,000 sessions
+// the list it takes every second was most of an idle server's CPU and
+// garbage. After a pause the first query finds no rates, and the next
+// ones rates from the moment it came.
+//
 // Its data belongs to its one goroutine and is asked for by message (a
 // request with a reply channel), like the engine's actors: no lock, and a
 // handler never sees a half-updated sample. The price is that a handler
@@ -27,6 +34,9 @@ const (
 	historyWindow = 5 * time.Second
 	// historyLen values of historyWindow are the last five minutes.
 	historyLen = 60
+	// samplerWatch is how long the server's sampler keeps sampling after
+	// the last query.
+	samplerWatch = 10 * time.Minute
 )
 
 // sessionKey tells sessions apart across samples: a reconnecting client
@@ -73,6 +83,9 @@ type sampler struct {
 	done     chan struct{}
 	tracks   map[sessionKey]*track // only run touches it
 	gen      uint64                // counts samples: a track not seen in this one is gone
+	// watchFor is how long it samples after a query (0: always).
+	watchFor  time.Duration
+	lastQuery time.Time
 }
 
 // newSampler makes a sampler that reads sessions on every tick, timing
@@ -90,11 +103,21 @@ func (s *sampler) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.tick:
-			s.sample()
+			if s.watched() {
+				s.sample()
+			} else if len(s.tracks) > 0 {
+				s.tracks = map[sessionKey]*track{}
+			}
 		case q := <-s.queries:
+			s.lastQuery = s.now()
 			q.reply <- s.snapshot()
 		}
 	}
+}
+
+// watched reports whether someone asked for rates within watchFor.
+func (s *sampler) watched() bool {
+	return s.watchFor == 0 || (!s.lastQuery.IsZero() && s.now().Sub(s.lastQuery) < s.watchFor)
 }
 
 // rates returns a copy of the current rates by session. It is empty when

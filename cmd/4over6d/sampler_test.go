@@ -45,9 +45,13 @@ type samplerRig struct {
 	stop  context.CancelFunc
 }
 
-func newSamplerRig(t *testing.T) *samplerRig {
+func newSamplerRig(t *testing.T) *samplerRig { return newWatchingSamplerRig(t, 0) }
+
+// newWatchingSamplerRig is newSamplerRig with the sampler's watchFor.
+func newWatchingSamplerRig(t *testing.T, watchFor time.Duration) *samplerRig {
 	r := &samplerRig{eng: &fakeEngine{}, clock: &fakeClock{now: t0}, tick: make(chan time.Time)}
 	r.s = newSampler(r.eng.Sessions, r.clock.get, r.tick, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r.s.watchFor = watchFor
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
 	go r.s.run(ctx)
@@ -233,5 +237,30 @@ func TestHistoryOfAnIdleSessionSharesTheZeros(t *testing.T) {
 	}
 	if busy[historyLen-2] != 42 || busy[historyLen-1] != 0 {
 		t.Fatalf("a zero after traffic: history ends %v", busy[historyLen-2:])
+	}
+}
+
+// With watchFor, the sampler samples only after a query and stops (and
+// forgets) once nobody has asked for that long.
+func TestSamplerSamplesOnlyWhileWatched(t *testing.T) {
+	const watch = 10 * time.Second
+	r := newWatchingSamplerRig(t, watch)
+	k := keyOf(counters(client1, 0, 0))
+	if got := r.step(time.Second, counters(client1, 0, 0)); len(got) != 0 {
+		t.Fatalf("rates before anyone asked: %v", got)
+	}
+	if _, ok := r.step(time.Second, counters(client1, 0, 0))[k]; !ok {
+		t.Fatal("no track after the first query")
+	}
+	if got := r.step(time.Second, counters(client1, 1000, 0))[k]; got.in != 8000 {
+		t.Fatalf("rate in %d, want 8000", got.in)
+	}
+	r.clock.advance(watch)
+	r.tick <- time.Time{} // nobody asked for watch: the sampler stops
+	if got := r.s.rates(context.Background()); len(got) != 0 {
+		t.Fatalf("rates kept after nobody watched for %v: %v", watch, got)
+	}
+	if _, ok := r.step(time.Second, counters(client1, 2000, 0))[k]; !ok {
+		t.Fatal("no track once watched again")
 	}
 }
