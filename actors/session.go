@@ -69,6 +69,7 @@ type Session struct {
 	reply   []byte // the 101 frame, kept for repeated 100s
 	fields  messages.ReplySettings
 	started time.Time
+	heard   heardClock // when the client was last heard from; the reader notes heartbeats
 	out     *outQueue
 	ctl     inflight        // control messages from the reader not yet taken
 	budget  messages.Budget // batches in flight to the TUN
@@ -184,13 +185,14 @@ func (s *Session) Receive(ctx actor.Context) {
 
 func (s *Session) start(ctx actor.Context) {
 	s.started = time.Now()
+	s.heard.note(s.stats)
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.inbox = messages.NewBudget(inboxBatches)
 	s.setRate(s.cfg.RateLimit)
 	s.io.Add(1)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, heard: &s.stats.lastHeard, m: s.cfg.Metrics, sys: sys, self: self,
+	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, heard: &s.heard, stats: s.stats, m: s.cfg.Metrics, sys: sys, self: self,
 		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
 	s.out.attach(&clientWriter{conn: s.conn, stall: s.cfg.Timeout, m: s.cfg.Metrics, sys: sys, self: self, wg: &s.io})
@@ -199,10 +201,29 @@ func (s *Session) start(ctx actor.Context) {
 }
 
 // hear notes that the client is alive. Its heartbeats are noted by the
-// reader itself (session_io.go): the silence check reads the time the
-// two share in stats.lastHeard.
-func (s *Session) hear() {
-	s.stats.lastHeard.Store(time.Now().UnixNano())
+// reader itself (session_io.go): the silence check reads the clock the
+// two share.
+func (s *Session) hear() { s.heard.note(s.stats) }
+
+// heardClock is when a client was last heard from, on the monotonic clock
+// (a wall clock step must not look like silence). The session actor and
+// its reader both move it forward; only the actor decides on it.
+type heardClock struct{ mono atomic.Int64 } // since monoEpoch
+
+// monoEpoch is the origin of heardClock: time.Since keeps to the
+// monotonic clock.
+var monoEpoch = time.Now()
+
+// note sets the clock to now, and the status page's last-heard time.
+func (c *heardClock) note(stats *SessionStats) {
+	now := time.Now()
+	c.mono.Store(int64(now.Sub(monoEpoch)))
+	stats.lastHeard.Store(now.UnixNano())
+}
+
+// quiet is how long ago the client was last heard from.
+func (c *heardClock) quiet() time.Duration {
+	return time.Since(monoEpoch) - time.Duration(c.mono.Load())
 }
 
 func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any) *time.Timer {
@@ -298,7 +319,7 @@ func (s *Session) checkSilence(ctx actor.Context) {
 		s.stop(ctx, CloseHandshakeTimeout)
 		return
 	}
-	quiet := time.Since(s.stats.LastHeard())
+	quiet := s.heard.quiet()
 	if quiet >= s.cfg.Timeout {
 		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
 		s.stop(ctx, CloseTimeout)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -89,7 +88,8 @@ type clientReader struct {
 	budget   messages.Budget
 	done     <-chan struct{}
 	inflight *inflight
-	heard    *atomic.Int64 // when the client was last heard from (unix ns), shared with the actor
+	heard    *heardClock // the actor's silence check reads it
+	stats    *SessionStats
 	m        *Metrics
 	sys      *actor.ActorSystem
 	self     *actor.PID
@@ -184,7 +184,7 @@ func (r *clientReader) control(t FrameType) bool {
 	default:
 	}
 	if t == FrameTypeHeartbeat {
-		r.heard.Store(time.Now().UnixNano())
+		r.heard.note(r.stats)
 		return true
 	}
 	msg := controlMessages[t]
