@@ -55,7 +55,7 @@ while (($#)); do
 done
 for n in $SIZES; do
 	[[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 100000)) || { echo "--sessions: each N must be 1..100000 (the load generator's bound)" >&2; exit 2; }
-	((n > MAX_N)) && MAX_N=$n
+	if ((n > MAX_N)); then MAX_N=$n; fi
 done
 [[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
 # One descriptor per session in the server and in the load generator, plus
@@ -64,7 +64,7 @@ done
 # cannot fit under the hard limit are skipped, and said so.
 FD_MARGIN=1000
 want_fds=$((MAX_N + FD_MARGIN > 65536 ? MAX_N + FD_MARGIN : 65536))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fds=$(ulimit -n)
 fit=()
 for n in $SIZES; do
