@@ -69,7 +69,7 @@ type Session struct {
 	reply   []byte // the 101 frame, kept for repeated 100s
 	fields  messages.ReplySettings
 	started time.Time
-	heard   time.Time
+	heard   heardClock // when the client was last heard from; the reader notes heartbeats
 	out     *outQueue
 	ctl     inflight        // control messages from the reader not yet taken
 	budget  messages.Budget // batches in flight to the TUN
@@ -190,24 +190,45 @@ func (s *Session) Receive(ctx actor.Context) {
 
 func (s *Session) start(ctx actor.Context) {
 	s.started = time.Now()
-	s.heard = s.started
+	s.heard.note(s.stats)
 	s.out = newOutQueue(s.cfg.QueuePackets, &s.stats.Queued)
 	s.budget, s.done = messages.NewBudget(inflightBatches), make(chan struct{})
 	s.inbox = messages.NewBudget(inboxBatches)
 	s.setRate(s.cfg.RateLimit)
-	s.io.Add(2)
+	s.io.Add(1)
 	sys, self := ctx.ActorSystem(), ctx.Self()
-	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, m: s.cfg.Metrics, sys: sys, self: self,
+	r := &clientReader{budget: s.budget, done: s.done, inflight: &s.ctl, heard: &s.heard, stats: s.stats, m: s.cfg.Metrics, sys: sys, self: self,
 		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
-	go writeClient(s.conn, s.out, s.cfg.Timeout, s.cfg.Metrics, sys, self, &s.io)
+	s.out.attach(&clientWriter{conn: s.conn, stall: s.cfg.Timeout, m: s.cfg.Metrics, sys: sys, self: self, wg: &s.io})
 	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
 }
 
-func (s *Session) hear() {
-	s.heard = time.Now()
-	s.stats.lastHeard.Store(s.heard.UnixNano())
+// hear notes that the client is alive. Its heartbeats are noted by the
+// reader itself (session_io.go): the silence check reads the clock the
+// two share.
+func (s *Session) hear() { s.heard.note(s.stats) }
+
+// heardClock is when a client was last heard from, on the monotonic clock
+// (a wall clock step must not look like silence). The session actor and
+// its reader both move it forward; only the actor decides on it.
+type heardClock struct{ mono atomic.Int64 } // since monoEpoch
+
+// monoEpoch is the origin of heardClock: time.Since keeps to the
+// monotonic clock.
+var monoEpoch = time.Now()
+
+// note sets the clock to now, and the status page's last-heard time.
+func (c *heardClock) note(stats *SessionStats) {
+	now := time.Now()
+	c.mono.Store(int64(now.Sub(monoEpoch)))
+	stats.lastHeard.Store(now.UnixNano())
+}
+
+// quiet is how long ago the client was last heard from.
+func (c *heardClock) quiet() time.Duration {
+	return time.Since(monoEpoch) - time.Duration(c.mono.Load())
 }
 
 func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any) *time.Timer {
@@ -219,14 +240,13 @@ func (s *Session) onControl(ctx actor.Context, typ byte) {
 	case wire.TypeIPRequest:
 		switch s.state {
 		case stateAssigned:
-			s.out.control(controlReply, s.reply)
+			s.out.controlNow(controlReply, s.reply)
 		case stateConnected:
 			s.state = stateRequesting
 			s.requestLease(ctx)
 		}
 	case wire.TypeEncryptRequest:
-		s.out.control(controlUnsupported, unsupportedFrame)
-	case wire.TypeHeartbeat:
+		s.out.controlNow(controlUnsupported, unsupportedFrame)
 	default:
 		if suppressed, ok := s.frameLog.allow(); ok {
 			s.cfg.Logger.Debug("ignoring frames of unknown type (counted in frames_total{type=\"unknown\"})",
@@ -260,7 +280,7 @@ func (s *Session) onGranted(ctx actor.Context, m *messages.LeaseGranted) {
 	// Recorded before the 101 is queued: a client that has its 101 must
 	// find its setup in the histogram.
 	s.cfg.Metrics.Setup(setup)
-	s.out.control(controlReply, s.reply)
+	s.out.controlNow(controlReply, s.reply)
 	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
 	s.silence.Reset(s.cfg.Timeout)
 	attrs := []any{slog.String("client", s.client.String()), slog.String("addr", addr.String()), slog.Duration("setup", setup)}
@@ -290,7 +310,7 @@ func (s *Session) sendHeartbeat() {
 	if s.closed {
 		return
 	}
-	s.out.control(controlHeartbeat, heartbeatFrame)
+	s.out.controlNow(controlHeartbeat, heartbeatFrame)
 	s.heartbeat.Reset(s.cfg.Heartbeat)
 }
 
@@ -304,7 +324,7 @@ func (s *Session) checkSilence(ctx actor.Context) {
 		s.stop(ctx, CloseHandshakeTimeout)
 		return
 	}
-	quiet := time.Since(s.heard)
+	quiet := s.heard.quiet()
 	if quiet >= s.cfg.Timeout {
 		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
 		s.stop(ctx, CloseTimeout)
@@ -445,7 +465,7 @@ func (s *Session) stop(ctx actor.Context, reason CloseReason) {
 }
 
 // shutdown closes the connection (which ends the reader) and the queue
-// (which ends the writer); Stopped then waits for both.
+// (which ends a running writer); Stopped then waits for both.
 func (s *Session) shutdown() {
 	if s.closed {
 		return

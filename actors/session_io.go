@@ -25,11 +25,13 @@ import (
 //     TCP slows the client down.
 //   - With a rate limit, a batch waits for its tokens before it is handed
 //     on (session_rate.go), and TCP slows the client down the same way.
-//   - Control frames (100, 104, 200, unknown types) become at most one
+//   - Control frames (100, 200, unknown types) become at most one
 //     message per kind in the actor's mailbox: while one of a kind is
 //     waiting, further frames of that kind are coalesced into it (they say
-//     nothing it does not: "the client is alive", "send the 101 again").
-//     Every frame is still counted in frames_total.
+//     nothing it does not: "send the 101 again"). A heartbeat (104) is no
+//     message at all: the reader stores the time it arrived where the
+//     actor's silence check reads it, so an idle session's heartbeats do
+//     not wake its actor. Every frame is still counted in frames_total.
 
 // clientFrame tells the session that a non-data frame arrived. The values
 // are preallocated per kind, so control traffic allocates nothing.
@@ -46,7 +48,6 @@ type inflightKind uint32
 const (
 	inflightIPRequest inflightKind = 1 << iota
 	inflightEncrypt
-	inflightHeartbeat
 	inflightUnknown
 )
 
@@ -54,7 +55,6 @@ const (
 // FrameType the reader already worked out to count the frame.
 var controlMessages = [numFrameTypes]*clientFrame{
 	FrameTypeIPRequest: {wire.TypeIPRequest, inflightIPRequest},
-	FrameTypeHeartbeat: {wire.TypeHeartbeat, inflightHeartbeat},
 	FrameTypeEncrypt:   {wire.TypeEncryptRequest, inflightEncrypt},
 	FrameTypeUnknown:   {0, inflightUnknown},
 }
@@ -88,6 +88,8 @@ type clientReader struct {
 	budget   messages.Budget
 	done     <-chan struct{}
 	inflight *inflight
+	heard    *heardClock // the actor's silence check reads it
+	stats    *SessionStats
 	m        *Metrics
 	sys      *actor.ActorSystem
 	self     *actor.PID
@@ -174,12 +176,16 @@ func (r *clientReader) flush() bool {
 }
 
 // control tells the actor of a control frame unless one of its kind is
-// already waiting for it.
+// already waiting for it; a heartbeat only marks the client alive.
 func (r *clientReader) control(t FrameType) bool {
 	select {
 	case <-r.done:
 		return false
 	default:
+	}
+	if t == FrameTypeHeartbeat {
+		r.heard.note(r.stats)
+		return true
 	}
 	msg := controlMessages[t]
 	if r.inflight.claim(msg.kind) {

@@ -75,8 +75,8 @@ func TestHeartbeatOvertakesQueuedData(t *testing.T) {
 	defer sys.Shutdown()
 	owner := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {})) // hears of the write error at the end
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go writeClient(srv, q, wait, &Metrics{}, sys, owner, &wg)
+	q.attach(&clientWriter{conn: srv, stall: wait, m: &Metrics{}, sys: sys, self: owner, wg: &wg})
+	q.wake()
 	q.control(controlHeartbeat, heartbeatFrame)
 
 	dec := wire.NewDecoder(cli)

@@ -186,6 +186,7 @@ func serveAdmin(ctx context.Context, addr string, a *admin, log *slog.Logger) (w
 	a.log = log
 	ticker := time.NewTicker(sampleEvery)
 	a.rates = newSampler(a.srv.Sessions, time.Now, ticker.C, log)
+	a.rates.watchFor = samplerWatch
 	go func() {
 		defer ticker.Stop()
 		a.rates.run(ctx)

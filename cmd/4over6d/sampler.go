@@ -5,6 +5,13 @@ package main
 // interval and a history of 5-second means (the last five minutes), for
 // the API and the dashboard's sparklines.
 //
+// It samples only while someone looks: for watchFor after the last query
+// (in the server, ten minutes: twice the history a dashboard shows). A
+// server nobody watches then spends nothing on it; with 100,000 sessions
+// the list it takes every second was most of an idle server's CPU and
+// garbage. After a pause the first query finds no rates, and the next
+// ones rates from the moment it came.
+//
 // Its data belongs to its one goroutine and is asked for by message (a
 // request with a reply channel), like the engine's actors: no lock, and a
 // handler never sees a half-updated sample. The price is that a handler
@@ -27,6 +34,9 @@ const (
 	historyWindow = 5 * time.Second
 	// historyLen values of historyWindow are the last five minutes.
 	historyLen = 60
+	// samplerWatch is how long the server's sampler keeps sampling after
+	// the last query.
+	samplerWatch = 10 * time.Minute
 )
 
 // sessionKey tells sessions apart across samples: a reconnecting client
@@ -50,6 +60,7 @@ type sessionRates struct {
 
 // track is the sampler's state for one session.
 type track struct {
+	gen             uint64 // the sample that last saw the session
 	lastAt          time.Time
 	lastIn, lastOut uint64
 	winAt           time.Time // start of the history window being filled
@@ -71,6 +82,10 @@ type sampler struct {
 	queries  chan ratesQuery
 	done     chan struct{}
 	tracks   map[sessionKey]*track // only run touches it
+	gen      uint64                // counts samples: a track not seen in this one is gone
+	// watchFor is how long it samples after a query (0: always).
+	watchFor  time.Duration
+	lastQuery time.Time
 }
 
 // newSampler makes a sampler that reads sessions on every tick, timing
@@ -88,11 +103,21 @@ func (s *sampler) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.tick:
-			s.sample()
+			if s.watched() {
+				s.sample()
+			} else if len(s.tracks) > 0 {
+				s.tracks = map[sessionKey]*track{}
+			}
 		case q := <-s.queries:
+			s.lastQuery = s.now()
 			q.reply <- s.snapshot()
 		}
 	}
+}
+
+// watched reports whether someone asked for rates within watchFor.
+func (s *sampler) watched() bool {
+	return s.watchFor == 0 || (!s.lastQuery.IsZero() && s.now().Sub(s.lastQuery) < s.watchFor)
 }
 
 // rates returns a copy of the current rates by session. It is empty when
@@ -124,20 +149,20 @@ func (s *sampler) sample() {
 		return
 	}
 	now := s.now()
-	seen := make(map[sessionKey]bool, len(list))
+	s.gen++
 	for _, st := range list {
 		k := keyOf(st)
-		seen[k] = true
 		tr := s.tracks[k]
 		if tr == nil {
-			s.tracks[k] = &track{lastAt: now, lastIn: st.BytesIn, lastOut: st.BytesOut,
+			s.tracks[k] = &track{gen: s.gen, lastAt: now, lastIn: st.BytesIn, lastOut: st.BytesOut,
 				winAt: now, winIn: st.BytesIn, winOut: st.BytesOut}
 			continue
 		}
+		tr.gen = s.gen
 		tr.update(now, st.BytesIn, st.BytesOut)
 	}
-	for k := range s.tracks {
-		if !seen[k] {
+	for k, tr := range s.tracks {
+		if tr.gen != s.gen {
 			delete(s.tracks, k)
 		}
 	}
@@ -165,9 +190,19 @@ func bitRate(before, after uint64, d time.Duration) uint64 {
 	return uint64(float64(after-before) * 8 / d.Seconds())
 }
 
+// zeroHistory backs the history of every session that has carried no
+// traffic yet: most sessions of a big server are idle, and they share
+// this array instead of a slice each, rebuilt every historyWindow. It is
+// never written.
+var zeroHistory [historyLen]uint64
+
 // appendHistory adds v, keeping the last historyLen values. It makes a new
-// slice, so copies handed out earlier never change.
+// slice, so copies handed out earlier never change; a history of zeros
+// stays a slice of zeroHistory, which costs nothing.
 func appendHistory(h []uint64, v uint64) []uint64 {
+	if v == 0 && (len(h) == 0 || &h[0] == &zeroHistory[0]) {
+		return zeroHistory[:min(len(h)+1, historyLen)]
+	}
 	if len(h) >= historyLen {
 		h = h[len(h)-historyLen+1:]
 	}

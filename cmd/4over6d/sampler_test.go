@@ -45,9 +45,13 @@ type samplerRig struct {
 	stop  context.CancelFunc
 }
 
-func newSamplerRig(t *testing.T) *samplerRig {
+func newSamplerRig(t *testing.T) *samplerRig { return newWatchingSamplerRig(t, 0) }
+
+// newWatchingSamplerRig is newSamplerRig with the sampler's watchFor.
+func newWatchingSamplerRig(t *testing.T, watchFor time.Duration) *samplerRig {
 	r := &samplerRig{eng: &fakeEngine{}, clock: &fakeClock{now: t0}, tick: make(chan time.Time)}
 	r.s = newSampler(r.eng.Sessions, r.clock.get, r.tick, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r.s.watchFor = watchFor
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
 	go r.s.run(ctx)
@@ -207,5 +211,56 @@ func TestServeAdminStopsTheSampler(t *testing.T) {
 	case <-a.rates.done:
 	default:
 		t.Fatal("serveAdmin's wait returned while the sampler was still running")
+	}
+}
+
+// An idle session's history costs no memory and no allocation, and
+// traffic later gives it a slice of its own without writing the shared
+// zeros.
+func TestHistoryOfAnIdleSessionSharesTheZeros(t *testing.T) {
+	var h []uint64
+	if allocs := testing.AllocsPerRun(100, func() { h = appendHistory(h, 0) }); allocs != 0 {
+		t.Fatalf("appending a zero to a zero history allocated %.0f times", allocs)
+	}
+	if len(h) != historyLen {
+		t.Fatalf("history of %d values, want %d", len(h), historyLen)
+	}
+	busy := appendHistory(h, 42)
+	if len(busy) != historyLen || busy[historyLen-1] != 42 || busy[0] != 0 {
+		t.Fatalf("history after traffic = %v", busy)
+	}
+	busy = appendHistory(busy, 0)
+	for i, v := range zeroHistory {
+		if v != 0 {
+			t.Fatalf("zeroHistory[%d] = %d after traffic", i, v)
+		}
+	}
+	if busy[historyLen-2] != 42 || busy[historyLen-1] != 0 {
+		t.Fatalf("a zero after traffic: history ends %v", busy[historyLen-2:])
+	}
+}
+
+// With watchFor, the sampler samples only after a query and stops (and
+// forgets) once nobody has asked for that long.
+func TestSamplerSamplesOnlyWhileWatched(t *testing.T) {
+	const watch = 10 * time.Second
+	r := newWatchingSamplerRig(t, watch)
+	k := keyOf(counters(client1, 0, 0))
+	if got := r.step(time.Second, counters(client1, 0, 0)); len(got) != 0 {
+		t.Fatalf("rates before anyone asked: %v", got)
+	}
+	if _, ok := r.step(time.Second, counters(client1, 0, 0))[k]; !ok {
+		t.Fatal("no track after the first query")
+	}
+	if got := r.step(time.Second, counters(client1, 1000, 0))[k]; got.in != 8000 {
+		t.Fatalf("rate in %d, want 8000", got.in)
+	}
+	r.clock.advance(watch)
+	r.tick <- time.Time{} // nobody asked for watch: the sampler stops
+	if got := r.s.rates(context.Background()); len(got) != 0 {
+		t.Fatalf("rates kept after nobody watched for %v: %v", watch, got)
+	}
+	if _, ok := r.step(time.Second, counters(client1, 2000, 0))[k]; !ok {
+		t.Fatal("no track once watched again")
 	}
 }

@@ -2,7 +2,7 @@
 # Scale benchmark of 4over6d with cmd/4over6-load, on a namespace topology
 # like run.sh's (client IPv6 only - server - internet IPv4 only):
 #
-#   - for each N (default 1000 and 10000): a fresh server, N sessions set up
+#   - for each N (default 1000, 10000 and 100000): a fresh server, N sessions set up
 #     as fast as possible and held idle (heartbeats only); RSS per session
 #     (VmRSS after - before, / N), Go heap and goroutines per session (from
 #     /metrics on the admin endpoint, 127.0.0.1:9604 inside the server
@@ -13,17 +13,24 @@
 #     rate beyond what the server can carry (default 200 and 2000 packets/s
 #     per session).
 #
-# Address exception: 10,000 sessions need a pool bigger than any
-# documentation /24, so the server leases 100.64.0.0/18 (RFC 6598 shared
+# Address exception: 100,000 sessions need a pool bigger than any
+# documentation /24, so the server leases 100.64.0.0/10 (RFC 6598 shared
 # address space). Those addresses exist only inside the server namespace
 # and the load generator's frames: the server NATs them to 198.51.100.1
 # towards the internet namespace, and nothing is routed anywhere else.
 #
-# usage: sudo scripts/bench/scale.sh [--sessions "1000 10000"] [--idle S] [--active-pps "N..."] [--active-time S] [--no-doc] [--keep]
+# Limits: the open-file limit is raised for this script's processes only
+# (ulimit -n, a server and a load generator each hold one descriptor per
+# session); the sessions come from 256 source addresses, so each uses
+# about N/256 of its ~28,000 ephemeral ports; the script checks the
+# conntrack table (the server namespace has NAT rules, so its sessions are
+# tracked) and refuses to start a size that cannot fit.
+#
+# usage: sudo scripts/bench/scale.sh [--sessions "1000 10000 100000"] [--idle S] [--active-pps "N..."] [--active-time S] [--no-doc] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-SIZES="1000 10000"
+SIZES="1000 10000 100000"
 IDLE=30
 ACTIVE=50
 ACTIVE_PPS="200 2000"
@@ -31,6 +38,7 @@ ACTIVE_TIME=15
 SOURCES=256
 CONCURRENCY=256
 DOC=1
+MAX_N=0
 while (($#)); do
 	case $1 in
 	--sessions) SIZES=$2; shift ;;
@@ -46,9 +54,33 @@ while (($#)); do
 	shift
 done
 for n in $SIZES; do
-	[[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 16000)) || { echo "--sessions: each N must be 1..16000 (pool /18)" >&2; exit 2; }
+	[[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 100000)) || { echo "--sessions: each N must be 1..100000 (the load generator's bound)" >&2; exit 2; }
+	if ((n > MAX_N)); then MAX_N=$n; fi
 done
 [[ $(id -u) -eq 0 ]] || { echo "run as root: sudo $0" >&2; exit 1; }
+# One descriptor per session in the server and in the load generator, plus
+# their listeners, logs and the admin endpoint's sockets. Raising the hard
+# limit needs CAP_SYS_RESOURCE; without it (some containers) the sizes that
+# cannot fit under the hard limit are skipped, and said so.
+FD_MARGIN=1000
+want_fds=$((MAX_N + FD_MARGIN > 65536 ? MAX_N + FD_MARGIN : 65536))
+ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fds=$(ulimit -n)
+fit=()
+for n in $SIZES; do
+	if ((n + FD_MARGIN > fds)); then
+		echo "skipping $n sessions: they need $((n + FD_MARGIN)) open files per process, and the limit here is $fds (hard limit $(ulimit -Hn); raising it needs CAP_SYS_RESOURCE)" >&2
+	else
+		fit+=("$n")
+	fi
+done
+((${#fit[@]})) || { echo "no size fits under the open-file limit ($fds)" >&2; exit 1; }
+SIZES="${fit[*]}"
+ct_max=$(cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo 0)
+if ((ct_max != 0 && ct_max < MAX_N + 10000)); then
+	echo "net.netfilter.nf_conntrack_max is $ct_max: too small for $MAX_N tracked sessions (raise it, or ask for fewer)" >&2
+	exit 1
+fi
 
 source scripts/deps.sh
 source scripts/bench/lib.sh
@@ -57,7 +89,7 @@ bench_install jq:jq curl:curl
 
 BIN=$BENCH_WORK/bin
 HZ=$(getconf CLK_TCK)
-POOL=100.64.0.0/18
+POOL=100.64.0.0/10
 machine_json >"$BENCH_WORK/machine.json"
 
 say "building 4over6d and 4over6-load"

@@ -201,7 +201,25 @@ func scaleMarkdown(d scaleDoc) string {
 		per, big.Load.Established, big.N, verdict(per < 16 && big.Load.Established == big.N))
 	w("| setup rate above 5,000 sessions/s | %.0f sessions/s over %d sessions (p50 %.1f ms, p99 %.1f ms) | %s |\n",
 		big.Load.SetupRate, big.Load.Established, big.Load.Latency.P50, big.Load.Latency.P99, verdict(big.Load.SetupRate > 5000))
+	w("%s", hugeIdleTarget(d))
 	return b.String()
+}
+
+// hugeIdleTarget is the second round's row: 100,000 idle sessions on one
+// node, at most 12 KiB RSS each and at most 10% of a core while idle.
+func hugeIdleTarget(d scaleDoc) string {
+	const title = "100,000 idle sessions established, ≤ 12 KiB RSS each, idle CPU ≤ 10% of a core"
+	for _, r := range d.Idle {
+		if r.N < 100000 {
+			continue
+		}
+		n := float64(r.N)
+		per := max((r.RSS1-r.RSS0)/n, (r.RSS2-r.RSS0)/n)
+		cpu := 100 * r.IdleCPU / max(r.IdleSeconds, 1)
+		return fmt.Sprintf("| %s | %d of %d established, %.1f KiB per session (the larger of the two readings), idle CPU %.1f%% of a core | %s |\n",
+			title, r.Load.Established, r.N, per, cpu, verdict(r.Load.Established == r.N && per <= 12 && cpu <= 10))
+	}
+	return "| " + title + " | not measured | |\n"
 }
 
 func firstIdleSeconds(d scaleDoc) float64 {
