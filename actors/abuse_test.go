@@ -190,21 +190,25 @@ func TestFastSenderIsBackPressuredNotBuffered(t *testing.T) {
 	}
 }
 
+// allStacks is every goroutine's stack, as runtime.Stack prints them.
+func allStacks() []byte {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return buf[:n]
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
 // goroutineParked reports whether some goroutine is parked in the given
 // scheduler state (e.g. "[select", "[chan receive", "[IO wait") with every
 // one of frames (function names) on its stack. Tests use it to wait for a
 // goroutine to be blocked where a bound says it must block, instead of
 // sleeping and hoping it got there.
 func goroutineParked(state string, frames ...string) bool {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	buf := allStacks()
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
 		header, _, _ := strings.Cut(g, "\n")
 		if !strings.Contains(header, state) {

@@ -394,15 +394,7 @@ func TestCloseEndsTheWriter(t *testing.T) {
 
 // goroutinesIn counts the goroutines whose stack contains fn.
 func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	buf := allStacks()
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		if strings.Contains(g, fn) {
