@@ -99,30 +99,79 @@ func TestAgainstReference(t *testing.T) {
 	}
 }
 
-// TestRandom compares with the reference over every length up to 300 and
-// random content, and checks that summing in pieces at even offsets is the
-// same as summing at once.
+// nearOverflow are initial sums at and just below the top of the 64-bit
+// range, where a carry lost in Sum's end-around arithmetic would show.
+var nearOverflow = []uint64{
+	0xffff_ffff_ffff_ffff, 0xffff_ffff_ffff_fffe, 0xffff_ffff_ffff_0000,
+	0xffff_ffff_0000_0001, 0x8000_0000_0000_0000, 0x7fff_ffff_ffff_ffff,
+}
+
+// TestRandom compares with the reference over every length up to 300, at
+// every alignment of the first byte within a word, from random and
+// near-overflow initial sums, with random content and with all 0xff (a
+// carry out of every addition). It also checks that summing in pieces at
+// even offsets is the same as summing at once.
 func TestRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for n := range 300 {
-		for range 20 {
-			b := make([]byte, n)
+	backing := make([]byte, 300+8)
+	for n := range 301 {
+		for off := range 8 {
+			b := backing[off : off+n]
 			for i := range b {
 				b[i] = byte(r.Uint32())
 			}
 			checkSum(t, b, r.Uint64()>>r.IntN(65), r.IntN(n+1))
+			checkSum(t, b, nearOverflow[r.IntN(len(nearOverflow))], r.IntN(n+1))
+			for i := range b {
+				b[i] = 0xff
+			}
+			checkSum(t, b, nearOverflow[r.IntN(len(nearOverflow))], r.IntN(n+1))
 		}
 	}
 }
 
+// TestBaseline keeps the benchmark's baseline honest: it must agree with
+// the reference too, or BenchmarkSum compares against a wrong sum.
+func TestBaseline(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := range 301 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		initial := r.Uint64() >> r.IntN(65)
+		if got, want := checksum.Fold(sumBaseline(b, initial)), reference(b, initial); got != want {
+			t.Fatalf("% x from %#x: Fold(sumBaseline) = %#04x, reference %#04x", b, initial, got, want)
+		}
+	}
+}
+
+// TestSumAllocs checks that Sum allocates nothing: it runs once for every
+// packet the server forwards.
+func TestSumAllocs(t *testing.T) {
+	b := make([]byte, 1501)
+	if n := testing.AllocsPerRun(100, func() { sink = checksum.Sum(b, sink) }); n != 0 {
+		t.Fatalf("Sum allocates %v times a call, want 0", n)
+	}
+}
+
+// FuzzSum compares with the reference for any content, initial sum, split
+// point and alignment (off shifts the data within its buffer). Its seeds
+// run as a normal test; `go test -fuzz FuzzSum` explores further.
 func FuzzSum(f *testing.F) {
-	f.Add([]byte{}, uint64(0), 0)
-	f.Add([]byte{0xff, 0xff, 0xff}, uint64(0xffff), 1)
-	f.Add(bytes.Repeat([]byte{0xff}, 100), uint64(1<<63), 40)
-	f.Fuzz(func(t *testing.T, b []byte, initial uint64, split int) {
+	f.Add([]byte{}, uint64(0), 0, uint8(0))
+	f.Add([]byte{0xff, 0xff, 0xff}, uint64(0xffff), 1, uint8(1))
+	f.Add(bytes.Repeat([]byte{0xff}, 100), uint64(1<<63), 40, uint8(3))
+	f.Add(bytes.Repeat([]byte{0xff}, 129), uint64(0xffff_ffff_ffff_ffff), 64, uint8(7))
+	f.Add(bytes.Repeat([]byte{0xff}, 64), uint64(0xffff_ffff_ffff_fffe), 0, uint8(5))
+	f.Add(bytes.Repeat([]byte{0x80, 0x00}, 75), uint64(0), 33, uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, initial uint64, split int, off uint8) {
 		if split < 0 {
 			split = -split
 		}
+		o := int(off % 8)
+		b := make([]byte, o+len(data))[o:]
+		copy(b, data)
 		checkSum(t, b, initial, split%(len(b)+1))
 	})
 }
@@ -148,6 +197,7 @@ func checkSum(t *testing.T, b []byte, initial uint64, split int) {
 	}
 }
 
+// BenchmarkChecksum1500 is the checksum of one full-sized packet, folded.
 func BenchmarkChecksum1500(b *testing.B) {
 	pkt := make([]byte, 1500)
 	for i := range pkt {
