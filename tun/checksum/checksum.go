@@ -19,19 +19,20 @@ import (
 // The server verifies every TCP segment before merging it into a GSO write
 // and the splitter checksums every byte a GSO read carries: with the plain
 // loop (big-endian 64-bit words, one carry chain) this was 11% of the
-// server's uplink CPU. This loop is 1.5-2.1x as fast (BenchmarkSum against
-// that loop in one run on the 2-core bench VM: 64 B 1.65x, 1500 B 2.1x,
-// 64 KiB 1.5x; docs/performance.md), for two reasons. It loads words in
-// little-endian order (a plain load on amd64 and arm64) and reverses the
-// bytes of the sum once at the end, which RFC 1071 allows (swapping the bytes of every 16-bit word swaps
-// the bytes of the sum, and the order of the four 16-bit words in a 64-bit
+// server's uplink CPU. This loop is about twice as fast on a 1500-byte
+// packet, 1.5x on 64 KiB and 1.3x on 64 bytes (BenchmarkSum, against that
+// loop in the same runs on the 2-core bench VM; docs/performance.md), for
+// two reasons. It loads words in little-endian order (a plain load on
+// amd64 and arm64) and reverses the bytes of the sum once at the end,
+// which RFC 1071 allows (swapping the bytes of every 16-bit word swaps the
+// bytes of their sum, and the order of the four 16-bit words in a 64-bit
 // one does not change it), so no word needs a byte swap. And it runs two
 // add-with-carry chains, one per 32-byte half of each 64-byte block, each
 // counting its carries in a register of its own, so the CPU can work on
 // both at once instead of waiting on a single carry flag. Four chains over
-// 128 bytes measured no faster (the loads are then the limit, not the
-// carries), and a loop that copies while it sums was slower than copy
-// followed by Sum (copy moves 16 bytes or more a store, the loop 8).
+// 128 bytes measured no faster (presumably the loads are then the limit),
+// and a loop that copies while it sums was slower than copy followed by
+// Sum (copy moves 16 bytes or more a store, such a loop 8).
 func Sum(b []byte, acc uint64) uint64 {
 	var s0, s1, n0, n1, c uint64
 	for len(b) >= 64 {
