@@ -243,12 +243,8 @@ func (p *AddressPool) restoreStatics(ctx actor.Context) bool {
 	}
 	p.alloc.clearStatics()
 	for _, r := range want {
-		if g, dropped := p.alloc.setStatic(r); dropped {
-			p.logGraceDropped(g, r.Client)
-			p.markDirty(ctx)
-		}
+		p.applyStatic(ctx, r)
 	}
-	p.cfg.Metrics.PoolReserved.Store(int64(len(p.alloc.static.byAddr)))
 	return true
 }
 

@@ -183,10 +183,10 @@ func (f *fakeServer) serve(c net.Conn) {
 	}
 }
 
-func TestLoadAgainstFakeServer(t *testing.T) {
-	f := startFake(t, 0)
-	args := []string{"-server", f.ln.Addr().String(), "-n", "20", "-concurrency", "4", "-duration", "700ms",
-		"-heartbeat", "100ms", "-packets", "200", "-target", "198.51.100.2:9000", "-size", "100", "-json", "-quiet"}
+// runReport runs the load generator with args (which ask for -json) and
+// returns its report; any exit but 0 fails the test.
+func runReport(t *testing.T, args []string) loadReport {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	if code := run(args, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
@@ -195,6 +195,14 @@ func TestLoadAgainstFakeServer(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
 	}
+	return r
+}
+
+func TestLoadAgainstFakeServer(t *testing.T) {
+	f := startFake(t, 0)
+	args := []string{"-server", f.ln.Addr().String(), "-n", "20", "-concurrency", "4", "-duration", "700ms",
+		"-heartbeat", "100ms", "-packets", "200", "-target", "198.51.100.2:9000", "-size", "100", "-json", "-quiet"}
+	r := runReport(t, args)
 	if r.Established != 20 || r.Failed != 0 || r.Lost != 0 {
 		t.Errorf("report %+v", r)
 	}
@@ -216,14 +224,7 @@ func TestLoadSpreadsOverServers(t *testing.T) {
 	a, b := startFake(t, 0), startFake(t, 0)
 	args := []string{"-server", a.ln.Addr().String() + "," + b.ln.Addr().String(), "-n", "11", "-concurrency", "3",
 		"-duration", "50ms", "-json", "-quiet"}
-	var out, errOut bytes.Buffer
-	if code := run(args, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
-	}
-	var r loadReport
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	r := runReport(t, args)
 	if r.Established != 11 || a.next.Load() != 6 || b.next.Load() != 5 {
 		t.Errorf("established %d; first server set up %d (want 6), second %d (want 5)", r.Established, a.next.Load(), b.next.Load())
 	}
