@@ -3,8 +3,12 @@
 # share (sourced, not run): PASS/FAIL counting, a time budget, and the
 # cleanup that takes the compose project down, stops dockerd and prints
 # the summary. The caller sets LOGS, BUDGET and WHAT (what is up, for the
-# messages), sets UP=1 once `make` has started the project (and UP="" when
-# it took it down itself), and sources scripts/docker-host.sh.
+# messages), calls check_begin, and sets UP=1 once `make` has started the
+# project (and UP="" when it took it down itself).
+
+# Docker and the host state: docker_install, docker_start, docker_stop.
+# shellcheck source=scripts/docker-host.sh
+source scripts/docker-host.sh
 
 passed=0
 failed=0
@@ -44,4 +48,17 @@ check_cleanup() {
 	echo "$passed passed, $failed failed ($SECONDS s)"
 	((failed > 0)) && exit 1
 	exit "$rc"
+}
+
+# check_begin sets the cleanup trap, checks for root, makes LOGS afresh,
+# and installs (if missing) and starts Docker.
+check_begin() {
+	trap check_cleanup EXIT
+	trap 'exit 130' INT TERM
+	[[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
+	rm -rf "$LOGS"
+	mkdir -p "$LOGS"
+	step "Docker"
+	docker_install
+	docker_start
 }

@@ -121,22 +121,9 @@ unreachable() { ! timeout 8 docker exec "$(cid "$1")" timeout 4 wget -q -O /dev/
 # overlay_route reports whether node $1 routes address $2 into the VXLAN.
 overlay_route() { [[ $(timeout 10 docker exec "$(cid "$1")" ip route get "$2" 2>&1) == *"dev 4o6vx"* ]]; }
 
-# Docker and the host state: docker_install, docker_start, docker_stop.
-# shellcheck source=scripts/docker-host.sh
-source scripts/docker-host.sh
+# --- 1. Docker (installed if missing, started; the cleanup trap set) ---
 
-trap check_cleanup EXIT
-trap 'exit 130' INT TERM
-
-[[ $(id -u) -eq 0 ]] || { echo "run as root (there is no sudo here)" >&2; exit 1; }
-rm -rf "$LOGS"
-mkdir -p "$LOGS"
-
-# --- 1. Docker ---
-
-step "Docker"
-docker_install
-docker_start
+check_begin
 
 # --- 2. the fleet ---
 

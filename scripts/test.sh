@@ -61,32 +61,30 @@ if [[ $(id -u) -eq 0 ]]; then
 	fi
 fi
 
-# The containerized lab (Docker from Debian packages, started and stopped by
-# the script, host state restored).
-if [[ $(id -u) -eq 0 ]]; then
-	if bash scripts/lab-test.sh >"$log" 2>&1; then
-		echo "--- PASS: containerized lab (scripts/lab-test.sh)"
+# container_test runs one of the Docker end-to-end scripts ($2) as a
+# check named $1; on failure its whole output is shown.
+container_test() {
+	if bash "$2" >"$log" 2>&1; then
+		echo "--- PASS: $1 ($2)"
 		passed=$((passed + 1))
 	else
 		cat "$log"
-		echo "--- FAIL: containerized lab (scripts/lab-test.sh)"
+		echo "--- FAIL: $1 ($2)"
 		echo "$passed passed, 1 failed"
 		exit 1
 	fi
+}
+
+# The containerized lab (Docker from Debian packages, started and stopped by
+# the script, host state restored).
+if [[ $(id -u) -eq 0 ]]; then
+	container_test "containerized lab" scripts/lab-test.sh
 fi
 
 # The containerized fleet (3 etcd members, 3 nodes, 3 clients; Docker as
 # above; about 1.5 minutes).
 if [[ $(id -u) -eq 0 ]]; then
-	if bash scripts/fleet-test.sh >"$log" 2>&1; then
-		echo "--- PASS: containerized fleet (scripts/fleet-test.sh)"
-		passed=$((passed + 1))
-	else
-		cat "$log"
-		echo "--- FAIL: containerized fleet (scripts/fleet-test.sh)"
-		echo "$passed passed, 1 failed"
-		exit 1
-	fi
+	container_test "containerized fleet" scripts/fleet-test.sh
 fi
 
 # A short smoke run of the benchmark suite (every case must produce its

@@ -59,17 +59,22 @@ apt_extract() {
 	rm -rf "$tmp"
 }
 
+# fetch_deb_file copies file $2 of Debian package $1 to $3 (in the cache).
+fetch_deb_file() {
+	local root
+	root=$(mktemp -d)
+	apt_extract "$1" "$root"
+	mkdir -p "$CACHE"
+	cp "$root/$2" "$3"
+	rm -rf "$root"
+}
+
 # static_busybox prints the path of a statically linked busybox, fetching
 # Debian's busybox-static package into the cache on first use.
 static_busybox() {
 	local bb=${BUSYBOX:-$CACHE/busybox}
 	if [[ -z ${BUSYBOX:-} && ! -x $bb ]]; then
-		local root
-		root=$(mktemp -d)
-		apt_extract busybox-static "$root"
-		mkdir -p "$CACHE"
-		cp "$root/bin/busybox" "$bb"
-		rm -rf "$root"
+		fetch_deb_file busybox-static bin/busybox "$bb"
 	fi
 	[[ -x $bb ]] || die "$bb is not an executable"
 	# A dynamically linked ELF names its loader (ld-linux, ld-musl) in its
@@ -88,12 +93,7 @@ etcd_binary() {
 		e=$(command -v etcd 2>/dev/null) || e=$CACHE/etcd
 	fi
 	if [[ $e == "$CACHE/etcd" && ! -x $e ]]; then
-		local root
-		root=$(mktemp -d)
-		apt_extract etcd-server "$root"
-		mkdir -p "$CACHE"
-		cp "$root/usr/bin/etcd" "$e"
-		rm -rf "$root"
+		fetch_deb_file etcd-server usr/bin/etcd "$e"
 	fi
 	[[ -x $e ]] || die "$e is not an executable"
 	printf '%s\n' "$e"
