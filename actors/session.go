@@ -94,23 +94,19 @@ type Session struct {
 	upRate atomic.Uint64
 	down   tokenBucket
 
-	heartbeat, silence, leaseWait *time.Timer
+	// tick is the handshake timeout, then the heartbeat and silence
+	// timer (session_timer.go); nextBeat is when the next heartbeat is
+	// due, on heardClock's scale.
+	tick, leaseWait *time.Timer
+	nextBeat        time.Duration
 }
 
-type (
-	heartbeatTick struct{}
-	silenceTick   struct{}
-	leaseTick     struct{}
-)
+type leaseTick struct{}
 
-func (*heartbeatTick) IgnoreDeadLetterLogging() {}
-func (*silenceTick) IgnoreDeadLetterLogging()   {}
-func (*leaseTick) IgnoreDeadLetterLogging()     {}
+func (*leaseTick) IgnoreDeadLetterLogging() {}
 
 var (
-	tickHeartbeat = &heartbeatTick{}
-	tickSilence   = &silenceTick{}
-	tickLease     = &leaseTick{}
+	tickLease = &leaseTick{}
 	// unsupportedFrame answers a type-200 encryption request, which makes
 	// that client fall back to plain mode.
 	unsupportedFrame = wire.AppendFrame(nil, wire.TypeUnsupported, nil)
@@ -142,10 +138,8 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.ctl.settle(m.kind)
 		s.hear()
 		s.onControl(ctx, m.typ)
-	case *heartbeatTick:
-		s.sendHeartbeat()
-	case *silenceTick:
-		s.checkSilence(ctx)
+	case *sessionTick:
+		s.onTick(ctx)
 	case *leaseTick:
 		if s.state == stateRequesting {
 			s.requestLease(ctx)
@@ -201,7 +195,7 @@ func (s *Session) start(ctx actor.Context) {
 		pacer: uplinkPacer{rate: &s.upRate, aliveEvery: aliveInterval(s.cfg.Timeout)}}
 	go readClient(s.conn, r, s.cfg, &s.io)
 	s.out.attach(&clientWriter{conn: s.conn, stall: s.cfg.Timeout, m: s.cfg.Metrics, sys: sys, self: self, wg: &s.io})
-	s.silence = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSilence)
+	s.tick = sendAfter(sys, self, s.cfg.HandshakeTimeout, tickSession)
 	s.cfg.Logger.Debug("session connected", slog.String("client", s.client.String()))
 }
 
@@ -226,10 +220,8 @@ func (c *heardClock) note(stats *SessionStats) {
 	stats.lastHeard.Store(now.UnixNano())
 }
 
-// quiet is how long ago the client was last heard from.
-func (c *heardClock) quiet() time.Duration {
-	return time.Since(monoEpoch) - time.Duration(c.mono.Load())
-}
+// at is when the client was last heard from, since monoEpoch.
+func (c *heardClock) at() time.Duration { return time.Duration(c.mono.Load()) }
 
 func sendAfter(sys *actor.ActorSystem, pid *actor.PID, d time.Duration, msg any) *time.Timer {
 	return time.AfterFunc(d, func() { sys.Root.Send(pid, msg) })
@@ -281,8 +273,7 @@ func (s *Session) onGranted(ctx actor.Context, m *messages.LeaseGranted) {
 	// find its setup in the histogram.
 	s.cfg.Metrics.Setup(setup)
 	s.out.controlNow(controlReply, s.reply)
-	s.heartbeat = sendAfter(ctx.ActorSystem(), ctx.Self(), s.cfg.Heartbeat, tickHeartbeat)
-	s.silence.Reset(s.cfg.Timeout)
+	s.startBeats(ctx)
 	attrs := []any{slog.String("client", s.client.String()), slog.String("addr", addr.String()), slog.Duration("setup", setup)}
 	if rate := s.upRate.Load(); rate != 0 {
 		attrs = append(attrs, slog.String("rate_limit", FormatRate(rate)))
@@ -304,33 +295,6 @@ func (s *Session) reclaim(ctx actor.Context, pool *actor.PID) {
 	default:
 		ctx.Send(pool, &messages.LeaseClaim{Session: ctx.Self(), Client: s.client})
 	}
-}
-
-func (s *Session) sendHeartbeat() {
-	if s.closed {
-		return
-	}
-	s.out.controlNow(controlHeartbeat, heartbeatFrame)
-	s.heartbeat.Reset(s.cfg.Heartbeat)
-}
-
-func (s *Session) checkSilence(ctx actor.Context) {
-	if s.state != stateAssigned {
-		msg := "client sent no address request in time; closing"
-		if s.state == stateRequesting {
-			msg = "no address for the client in time (the pool did not answer its request); closing"
-		}
-		s.cfg.Logger.Info(msg, slog.String("client", s.client.String()))
-		s.stop(ctx, CloseHandshakeTimeout)
-		return
-	}
-	quiet := s.heard.quiet()
-	if quiet >= s.cfg.Timeout {
-		s.cfg.Logger.Info("client silent; closing", slog.String("client", s.client.String()), slog.Duration("silent", quiet))
-		s.stop(ctx, CloseTimeout)
-		return
-	}
-	s.silence.Reset(s.cfg.Timeout - quiet)
 }
 
 func (s *Session) fromClient(ctx actor.Context, b *messages.FromClient) {
@@ -471,9 +435,8 @@ func (s *Session) shutdown() {
 		return
 	}
 	s.closed = true
-	for _, t := range []*time.Timer{s.heartbeat, s.silence, s.leaseWait} {
-		stopTimer(t)
-	}
+	stopTimer(s.tick)
+	stopTimer(s.leaseWait)
 	_ = s.conn.Close()
 	close(s.done)
 	s.out.close()
