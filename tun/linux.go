@@ -128,14 +128,14 @@ func create(links *netlink.Handle, name string, mtu int, withOffload bool) (*Lin
 	}
 	offloadErr := errOffloadOff
 	if withOffload {
-		file, kernelName, err := openOffload(name)
+		file, kernelName, usoErr, err := openOffload(name)
 		if err == nil {
 			dev, err := newLinux(file, kernelName, links, mtu)
 			if err != nil {
 				file.Close()
 				return nil, err
 			}
-			dev.vnet = newVnet()
+			dev.vnet = newVnet(usoErr)
 			return dev, nil
 		}
 		offloadErr = err

@@ -3,12 +3,13 @@
 package tun
 
 // Offloads: with IFF_VNET_HDR every read and write carries a virtio-net
-// header, and TUNSETOFFLOAD tells the kernel it may hand us TCP/IPv4 GSO
-// packets (up to 64 KiB) and packets with unfinished checksums. Reads split
-// those into ordinary packets for the tunnel (tun/offload.Splitter); writes
-// merge runs of one flow's segments into one GSO packet (offload.Coalesce),
-// so the kernel forwards, NATs and delivers one packet where it would
-// otherwise run its whole stack once per 1500 bytes. water cannot set
+// header, and TUNSETOFFLOAD tells the kernel it may hand us TCP/IPv4 and
+// (kernel 6.2 on) UDP GSO packets (up to 64 KiB) and packets with
+// unfinished checksums. Reads split those into ordinary packets for the
+// tunnel (tun/offload.Splitter); writes merge runs of one flow's segments
+// or equal-sized datagrams into one GSO packet (offload.Coalesce,
+// offload.CoalesceUDP), so the kernel forwards, NATs and delivers one
+// packet where it would otherwise run its whole stack once per packet. water cannot set
 // IFF_VNET_HDR, so this path opens /dev/net/tun itself; water remains the
 // path without offloads.
 
@@ -26,9 +27,15 @@ import (
 )
 
 // offloadFeatures is what the device accepts from and hands to the kernel:
-// partial checksums and TCP/IPv4 segmentation. Everything else (UDP GSO,
-// TCP with ECN, IPv6) the kernel segments before the TUN sees it.
+// partial checksums and TCP/IPv4 segmentation. Everything else (TCP with
+// ECN, TCP/IPv6) the kernel segments before the TUN sees it.
 const offloadFeatures = unix.TUN_F_CSUM | unix.TUN_F_TSO4
+
+// udpOffloadFeatures adds UDP segmentation where the kernel has it (6.2
+// on; it takes USO4 only together with USO6). IPv6 UDP GSO packets are
+// then handed over unsplit and dropped as malformed, like any IPv6 packet
+// the tunnel cannot carry.
+const udpOffloadFeatures = offloadFeatures | unix.TUN_F_USO4 | unix.TUN_F_USO6
 
 // maxWriteIovecs bounds one merged write: the virtio-net header, the merged
 // IPv4+TCP header and one payload per packet of a batch.
@@ -46,6 +53,9 @@ type OffloadStats struct {
 	// Malformed counts packets the kernel handed over that could not be
 	// split or checksummed, and were dropped.
 	Malformed uint64
+	// UDPGSOWrites is the part of GSOWrites that merged UDP datagrams,
+	// UDPSegmentsWritten the datagrams merged into them.
+	UDPGSOWrites, UDPSegmentsWritten uint64
 }
 
 // vnet is the per-device state of the offload path. The reader half
@@ -53,6 +63,9 @@ type OffloadStats struct {
 // half (scratch, iov, hdr) only by the one calling Write, as Device
 // requires one of each at a time.
 type vnet struct {
+	// usoErr is nil when the kernel took UDP segmentation offload, and
+	// says why not otherwise; only then does write merge datagrams.
+	usoErr  error
 	rbuf    []byte
 	split   offload.Splitter
 	scratch []byte
@@ -61,10 +74,12 @@ type vnet struct {
 	zero    [offload.HeaderLen]byte
 
 	gsoReads, segmentsRead, gsoWrites, segmentsWritten, malformed atomic.Uint64
+	udpGSOWrites, udpSegmentsWritten                              atomic.Uint64
 }
 
-func newVnet() *vnet {
+func newVnet(usoErr error) *vnet {
 	return &vnet{
+		usoErr:  usoErr,
 		rbuf:    make([]byte, offload.HeaderLen+MaxPacket),
 		scratch: make([]byte, offload.MaxCoalescedHeader),
 		iov:     make([]unix.Iovec, 0, maxWriteIovecs),
@@ -72,12 +87,13 @@ func newVnet() *vnet {
 }
 
 // openOffload creates the TUN name with IFF_VNET_HDR and enables the
-// offloads. The descriptor is non-blocking, so os.NewFile puts it behind
+// offloads, UDP segmentation too if the kernel takes it (usoErr says why
+// not). The descriptor is non-blocking, so os.NewFile puts it behind
 // the netpoller exactly like water's.
-func openOffload(name string) (*os.File, string, error) {
+func openOffload(name string) (_ *os.File, _ string, usoErr error, _ error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, "", fmt.Errorf("failed to open /dev/net/tun: %w", err)
+		return nil, "", nil, fmt.Errorf("failed to open /dev/net/tun: %w", err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err == nil {
@@ -86,13 +102,16 @@ func openOffload(name string) (*os.File, string, error) {
 	}
 	if err != nil {
 		unix.Close(fd)
-		return nil, "", fmt.Errorf("failed to create TUN %s with virtio-net headers: %w", name, err)
+		return nil, "", nil, fmt.Errorf("failed to create TUN %s with virtio-net headers: %w", name, err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFeatures); err != nil {
-		unix.Close(fd)
-		return nil, "", fmt.Errorf("failed to enable checksum and TCP segmentation offload on TUN %s: %w", name, err)
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, udpOffloadFeatures); err != nil {
+		usoErr = fmt.Errorf("failed to enable UDP segmentation offload on TUN %s (kernel before 6.2?): %w", name, err)
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFeatures); err != nil {
+			unix.Close(fd)
+			return nil, "", nil, fmt.Errorf("failed to enable checksum and TCP segmentation offload on TUN %s: %w", name, err)
+		}
 	}
-	return os.NewFile(uintptr(fd), "/dev/net/tun"), ifr.Name(), nil
+	return os.NewFile(uintptr(fd), "/dev/net/tun"), ifr.Name(), usoErr, nil
 }
 
 // drain is the offload counterpart of the plain drain: it first hands out
@@ -159,7 +178,7 @@ func (v *vnet) emit(bufs [][]byte, sizes []int, n int) int {
 // returns how many packets went out before the first error.
 func (v *vnet) write(d *Linux, bufs [][]byte) (int, error) {
 	for i := 0; i < len(bufs); {
-		n, h, head := offload.Coalesce(bufs[i:min(len(bufs), i+maxWriteIovecs-2)], v.scratch)
+		n, h, head := v.coalesce(bufs[i:min(len(bufs), i+maxWriteIovecs-2)])
 		v.iov = v.iov[:0]
 		if n == 1 {
 			v.iov = appendIovec(v.iov, v.zero[:], bufs[i])
@@ -171,6 +190,10 @@ func (v *vnet) write(d *Linux, bufs [][]byte) (int, error) {
 			}
 			v.gsoWrites.Add(1)
 			v.segmentsWritten.Add(uint64(n))
+			if h.GSOType == offload.GSOUDPL4 {
+				v.udpGSOWrites.Add(1)
+				v.udpSegmentsWritten.Add(uint64(n))
+			}
 		}
 		err := v.writev(d)
 		runtime.KeepAlive(bufs)
@@ -180,6 +203,16 @@ func (v *vnet) write(d *Linux, bufs [][]byte) (int, error) {
 		i += n
 	}
 	return len(bufs), nil
+}
+
+// coalesce merges a TCP run, or with UDP offload a UDP run, at the start
+// of pkts (see offload.Coalesce).
+func (v *vnet) coalesce(pkts [][]byte) (int, offload.Header, []byte) {
+	n, h, head := offload.Coalesce(pkts, v.scratch)
+	if n == 1 && v.usoErr == nil {
+		return offload.CoalesceUDP(pkts, v.scratch)
+	}
+	return n, h, head
 }
 
 func appendIovec(iov []unix.Iovec, bufs ...[]byte) []unix.Iovec {
@@ -223,9 +256,23 @@ func (v *vnet) stats() OffloadStats {
 		GSOWrites:       v.gsoWrites.Load(),
 		SegmentsWritten: v.segmentsWritten.Load(),
 		Malformed:       v.malformed.Load(),
+
+		UDPGSOWrites:       v.udpGSOWrites.Load(),
+		UDPSegmentsWritten: v.udpSegmentsWritten.Load(),
 	}
 }
 
 // errOffloadOff is the reason Offload reports when offloads were not asked
 // for.
 var errOffloadOff = errors.New("offloads disabled by configuration")
+
+// UDPOffload reports whether UDP segmentation offload is on, and if not,
+// why: offloads are off altogether (the reason Offload gives), or the
+// kernel refused it (before 6.2) while TCP offloads work on without it.
+func (d *Linux) UDPOffload() (bool, error) {
+	if d.vnet == nil {
+		_, err := d.Offload()
+		return false, err
+	}
+	return d.vnet.usoErr == nil, d.vnet.usoErr
+}

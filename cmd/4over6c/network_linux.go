@@ -58,6 +58,8 @@ func (h *hostNetwork) ensureDevice(addr netip.Addr) error {
 		}
 		if on, why := dev.Offload(); h.o.offload && !on {
 			h.log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
+		} else if udpOn, why := dev.UDPOffload(); on && !udpOn {
+			h.log.Warn("TUN UDP segmentation offload unavailable; every UDP datagram costs its own system call", slog.Any("err", why))
 		}
 		h.dev, h.addr, h.routes = dev, addr, nil
 		return nil

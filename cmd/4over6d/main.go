@@ -94,6 +94,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if o.offload && !offloadOn {
 		log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
 	}
+	if udpOn, why := dev.UDPOffload(); offloadOn && !udpOn {
+		log.Warn("TUN UDP segmentation offload unavailable; every UDP datagram costs its own system call", slog.Any("err", why))
+	}
 	host, err := setupHost(o, log)
 	if err != nil {
 		return err

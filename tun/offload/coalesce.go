@@ -74,6 +74,9 @@ func Coalesce(pkts [][]byte, scratch []byte) (n int, h Header, head []byte) {
 
 // mergeable parses pkt and reports whether it may take part in a merge.
 func mergeable(pkt []byte) (segment, bool) {
+	if len(pkt) < ipv4MinHeader || pkt[0] != 0x45 || pkt[9] != protoTCP {
+		return segment{}, false // cheaply, before tcpHeaders builds an error
+	}
 	ihl, hlen, err := tcpHeaders(pkt)
 	if err != nil || ihl != ipv4MinHeader || hlen == len(pkt) {
 		return segment{}, false

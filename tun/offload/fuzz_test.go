@@ -1,6 +1,7 @@
 package offload_test
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/4over6d/4over6d/tun/offload"
@@ -17,6 +18,10 @@ func FuzzSplit(f *testing.F) {
 	h.Encode(hb)
 	f.Add(hb, gsoPacket(pkts, n, head))
 	f.Add(hb, []byte{0x45})
+	d := datagrams(3, 1000)
+	n, h, head = offload.CoalesceUDP(d, make([]byte, offload.MaxCoalescedHeader))
+	h.Encode(hb)
+	f.Add(bytes.Clone(hb), gsoPacket(d, n, head))
 	f.Fuzz(func(t *testing.T, hdr, pkt []byte) {
 		var h offload.Header
 		if h.Decode(hdr) != nil {
@@ -81,4 +86,31 @@ func sameButID(a, b []byte) bool {
 		return false
 	}
 	return string(a[:4]) == string(b[:4]) && string(a[6:10]) == string(b[6:10]) && string(a[12:]) == string(b[12:])
+}
+
+// FuzzCoalesceUDP merges arbitrary datagram pairs: it must never panic,
+// and whatever it merges must split back into the same bytes, IDs
+// included (CoalesceUDP requires them to count up).
+func FuzzCoalesceUDP(f *testing.F) {
+	p := datagrams(2, 1400)
+	f.Add(p[0], p[1])
+	f.Add(p[0], datagram(8, []byte("x")))
+	f.Add(p[0], stream(1, 100)[0])
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		pkts := [][]byte{a, b}
+		n, h, head := offload.CoalesceUDP(pkts, make([]byte, offload.MaxCoalescedHeader))
+		if n < 1 || n > 2 {
+			t.Fatalf("CoalesceUDP = %d for two datagrams", n)
+		}
+		if n == 1 {
+			return
+		}
+		pkt := gsoPacket(pkts, n, head)
+		kernelUDPChecksum(t, h, pkt)
+		for i, s := range split(t, h, pkt, 65535) {
+			if string(s) != string(pkts[i]) {
+				t.Fatalf("datagram %d:\n got %x\nwant %x", i, s, pkts[i])
+			}
+		}
+	})
 }

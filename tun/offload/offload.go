@@ -11,8 +11,12 @@
 // The layout is the legacy virtio_net_hdr of include/uapi/linux/virtio_net.h
 // in native byte order, which is what a TUN uses unless TUNSETVNETLE/BE is
 // set. Only IPv4 is handled, since the tunnel carries nothing else; the
-// owner enables exactly TUN_F_CSUM and TUN_F_TSO4, so the kernel segments
-// every other GSO type itself before a read.
+// owner enables TUN_F_CSUM and TUN_F_TSO4, and where the kernel has UDP
+// segmentation offload (6.2 on) TUN_F_USO4 with TUN_F_USO6 (the kernel
+// takes them only together), so the kernel segments every other GSO type
+// itself before a read. UDP goes the same way as TCP: Splitter cuts a
+// UDP/IPv4 GSO read into datagrams, and Coalesce merges a run of one
+// flow's equal-sized datagrams into one GSO_UDP_L4 write, when asked to.
 package offload
 
 import (
@@ -37,11 +41,20 @@ const (
 	// GSOTCPv4 marks a TCP/IPv4 super-packet to be cut into GSOSize
 	// payload segments.
 	GSOTCPv4 = 1
+	// GSOUDPL4 marks a UDP super-packet to be cut into datagrams of
+	// GSOSize payload bytes (VIRTIO_NET_HDR_GSO_UDP_L4, kernel 6.2 on).
+	GSOUDPL4 = 5
 )
+
+// MaxUDPSegments is the most datagrams Coalesce merges into one UDP GSO
+// write: the kernel's UDP_MAX_SEGMENTS, 64 before 6.9 and 128 since; the
+// lower value keeps a write valid on every kernel with UDP offload.
+const MaxUDPSegments = 64
 
 const (
 	ipv4MinHeader = 20
 	tcpMinHeader  = 20
+	udpHeader     = 8
 	protoTCP      = 6
 	protoUDP      = 17
 	maxIPv4Len    = 65535
