@@ -74,14 +74,18 @@ func newVnet() *vnet {
 // openOffload creates the TUN name with IFF_VNET_HDR and enables the
 // offloads. The descriptor is non-blocking, so os.NewFile puts it behind
 // the netpoller exactly like water's.
-func openOffload(name string) (*os.File, string, error) {
+func openOffload(name string, multiQueue bool) (*os.File, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("failed to open /dev/net/tun: %w", err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err == nil {
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if multiQueue {
+			flags |= unix.IFF_MULTI_QUEUE
+		}
+		ifr.SetUint16(flags)
 		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 	}
 	if err != nil {
