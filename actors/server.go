@@ -107,8 +107,14 @@ func (s *Server) Health() error {
 	services := []struct {
 		name string
 		pid  *actor.PID
-	}{{poolName, s.cfg.pool}, {routerName, s.cfg.router}, {tunName, s.cfg.tun}}
-	// All three questions are out before the first answer is awaited, so
+	}{{poolName, s.cfg.pool}, {routerName, s.cfg.router}}
+	for q, pid := range s.cfg.tuns {
+		services = append(services, struct {
+			name string
+			pid  *actor.PID
+		}{tunQueueName(q), pid})
+	}
+	// All the questions are out before the first answer is awaited, so
 	// the whole check takes at most one deadline.
 	futures := make([]*actor.Future, len(services))
 	for i, svc := range services {
