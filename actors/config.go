@@ -33,6 +33,11 @@ const (
 type Config struct {
 	Listener net.Listener
 	Device   tun.Device
+	// Queues, when set, are all the queues of a multi-queue TUN, each a
+	// Device of its own with its own TUN actor, so that reading and
+	// writing the TUN can use more than one core. Empty means Device is
+	// the only queue; when set, Device is Queues[0] (filled in if nil).
+	Queues []tun.Device
 	// Pool is the IPv4 prefix leased to clients; its first host is the
 	// server's own address and is never leased.
 	Pool  netip.Prefix
@@ -94,6 +99,12 @@ type Config struct {
 
 // withDefaults fills zero fields, so tests and the binary share defaults.
 func (c Config) withDefaults() Config {
+	if c.Device == nil && len(c.Queues) > 0 {
+		c.Device = c.Queues[0]
+	}
+	if len(c.Queues) == 0 && c.Device != nil {
+		c.Queues = []tun.Device{c.Device}
+	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
@@ -134,6 +145,8 @@ func (c Config) validate() error {
 		return errors.New("config: no listener")
 	case c.Device == nil:
 		return errors.New("config: no TUN device")
+	case c.Queues[0] != c.Device:
+		return errors.New("config: Device is not the first of Queues")
 	case !c.Pool.IsValid() || !c.Pool.Addr().Is4():
 		return fmt.Errorf("config: pool %v is not an IPv4 prefix", c.Pool)
 	case c.Pool.Bits() > 30:

@@ -100,15 +100,19 @@ func (s *Server) Failed() <-chan error { return s.cfg.failed }
 // healthDeadline is how long each service actor has to answer /healthz.
 const healthDeadline = time.Second
 
-// Health asks the pool, the Router and the TUN actor to answer within
+// Health asks the pool, the Router and every TUN queue's actor to answer within
 // healthDeadline each and names every one that did not: a process whose
 // actors are wedged or gone must not look healthy to its service manager.
 func (s *Server) Health() error {
-	services := []struct {
+	type service struct {
 		name string
 		pid  *actor.PID
-	}{{poolName, s.cfg.pool}, {routerName, s.cfg.router}, {tunName, s.cfg.tun}}
-	// All three questions are out before the first answer is awaited, so
+	}
+	services := []service{{poolName, s.cfg.pool}, {routerName, s.cfg.router}}
+	for q, pid := range s.cfg.tuns {
+		services = append(services, service{tunQueueName(q), pid})
+	}
+	// All the questions are out before the first answer is awaited, so
 	// the whole check takes at most one deadline.
 	futures := make([]*actor.Future, len(services))
 	for i, svc := range services {
@@ -183,8 +187,9 @@ func (s *Server) Routes() (*messages.Routes, error) {
 }
 
 // InjectPanic makes one actor panic inside Receive, to exercise the
-// failure policy: actor is "pool", "router", "tun", "supervisor" or
-// "session" (with the session chosen by its leased address).
+// failure policy: actor is "pool", "router", "tun" (the first queue's TUN
+// actor), "supervisor" or "session" (with the session chosen by its leased
+// address).
 func (s *Server) InjectPanic(ctx context.Context, kind string, addr netip.Addr) error {
 	var target *actor.PID
 	switch kind {

@@ -142,5 +142,5 @@ func (s *Session) forward(ctx actor.Context, b *messages.FromClient) {
 	s.stats.countIn(n, bytes)
 	s.cfg.Metrics.PacketsIn.Add(uint64(n))
 	s.cfg.Metrics.BytesIn.Add(uint64(bytes))
-	ctx.Send(s.cfg.tun, b)
+	ctx.Send(s.cfg.tunFor(s.addr), b)
 }

@@ -29,6 +29,7 @@ type shared struct {
 	MTU                int
 	serverAddr         netip.Addr // the TUN's own address, source of the ICMP errors sessions send
 	pool, router, tun  *actor.PID
+	tuns               []*actor.PID // one TUN actor per queue; tun is tuns[0]
 	supervisorRestarts actor.SupervisorStrategy
 	reservations       []messages.Reservation // from the lease file at start
 	statics            []messages.Static      // from the reservations file at start
@@ -171,7 +172,6 @@ func (s *Supervisor) start(ctx actor.Context) {
 	}{
 		{poolName, s.cfg.pool, newAddressPool(s.cfg)},
 		{routerName, s.cfg.router, newRouter(s.cfg)},
-		{tunName, s.cfg.tun, newTUNActor(s.cfg)},
 	} {
 		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.p), c.name)
 		if err == nil && !pid.Equal(c.want) {
@@ -182,11 +182,54 @@ func (s *Supervisor) start(ctx actor.Context) {
 			return
 		}
 	}
+	if !s.spawnTUNActors(ctx) {
+		return
+	}
 	s.accept = startAcceptor(s.cfg.Listener, s.cfg.Logger, ctx.ActorSystem(), ctx.Self())
 	if len(s.cfg.Allow) > 0 || s.cfg.SourcePrefix != DefaultSourcePrefix {
 		s.cfg.Logger.Info("access policy", slog.String("allow", fmt.Sprint(s.cfg.Allow)), slog.Int("source_prefix", s.cfg.SourcePrefix),
 			slog.Int("max_per_source", s.cfg.MaxPerSource))
 	}
+}
+
+// spawnTUNActors spawns one TUN actor per queue, each a supervised child
+// of its own, so a panic in one restarts only that one.
+func (s *Supervisor) spawnTUNActors(ctx actor.Context) bool {
+	for q, want := range s.cfg.tuns {
+		name := tunQueueName(q)
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(newTUNActor(s.cfg, q)), name)
+		if err == nil && !pid.Equal(want) {
+			err = fmt.Errorf("spawned at %v, expected at %v", pid, want)
+		}
+		if err != nil {
+			s.giveUp(ctx, &GaveUpError{Actor: name, Reason: fmt.Sprintf("failed to spawn: %v", err)})
+			return false
+		}
+	}
+	return true
+}
+
+// tunQueueName names the TUN actor of a queue: "tun" for the first, as
+// with a single queue, then "tun-1", "tun-2", ...
+func tunQueueName(q int) string {
+	if q == 0 {
+		return tunName
+	}
+	return fmt.Sprintf("%s-%d", tunName, q)
+}
+
+// tunFor is the TUN actor a session with address a writes to: always the
+// same one for the session, so its packets are never reordered across
+// queues, and the kernel's flow steering (tun_flow_update) then sends the
+// replies back on that queue too. Addresses are leased in order, so the
+// remainder spreads sessions evenly.
+func (c *shared) tunFor(a netip.Addr) *actor.PID {
+	if len(c.tuns) == 1 || !a.Is4() {
+		return c.tun
+	}
+	b := a.As4()
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	return c.tuns[n%uint32(len(c.tuns))]
 }
 
 // stopAccepting ends the accept goroutine and closes every connection it
@@ -355,8 +398,11 @@ func (s *Supervisor) serviceKind(pid *actor.PID) (ActorKind, bool) {
 		return KindPool, true
 	case s.cfg.router.Id:
 		return KindRouter, true
-	case s.cfg.tun.Id:
-		return KindTUN, true
+	}
+	for _, t := range s.cfg.tuns {
+		if pid.Id == t.Id {
+			return KindTUN, true
+		}
 	}
 	return KindSession, false
 }
@@ -404,13 +450,18 @@ func (g *rootGuardian) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor,
 
 func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
 	pid := func(name string) *actor.PID { return actor.NewPID(sys.Address(), root+"/"+name) }
+	tuns := make([]*actor.PID, max(len(cfg.Queues), 1))
+	for q := range tuns {
+		tuns[q] = pid(tunQueueName(q))
+	}
 	return &shared{
 		Config:             cfg,
 		MTU:                cfg.Device.MTU(),
 		serverAddr:         tun.ServerAddr(cfg.Pool),
 		pool:               pid(poolName),
 		router:             pid(routerName),
-		tun:                pid(tunName),
+		tun:                tuns[0],
+		tuns:               tuns,
 		supervisorRestarts: actor.NewOneForOneStrategy(restartLimit, restartWindow, actor.DefaultDecider),
 		failed:             make(chan error, 1),
 		stopped:            make(chan struct{}),

@@ -13,6 +13,10 @@ package actors
 // reader with a read deadline (not Close), and the new one starts a fresh
 // reader on the same device. Signals from a reader carry the incarnation
 // that started it, so a new incarnation never acts on its predecessor's.
+//
+// A multi-queue TUN has one TUN actor per queue (Config.Queues), each with
+// its own device, reader and restarts; every reader feeds the one Router,
+// and each session writes to the queue its address picks (shared.tunFor).
 
 import (
 	"errors"
@@ -43,6 +47,7 @@ const routerBudget = 16
 type TUNActor struct {
 	cfg         *shared
 	dev         tun.Device
+	queue       int // which of cfg.Queues dev is, for the logs
 	incarnation uint64
 	writeLog    logLimit      // refused packets (see logWriteError)
 	done        chan struct{} // closed when the reader goroutine has exited
@@ -62,10 +67,13 @@ type restartReader struct{ incarnation uint64 }
 func (*restartReader) IgnoreDeadLetterLogging() {}
 func (*readerStopped) IgnoreDeadLetterLogging() {}
 
-func newTUNActor(cfg *shared) actor.Producer {
+// newTUNActor makes the actor of one queue of the TUN (cfg.Queues[queue]);
+// with several queues there is one such actor per queue, each with its own
+// reader goroutine, all feeding the one Router.
+func newTUNActor(cfg *shared, queue int) actor.Producer {
 	var incarnations atomic.Uint64
 	return func() actor.Actor {
-		return &TUNActor{cfg: cfg, dev: cfg.Device, incarnation: incarnations.Add(1)}
+		return &TUNActor{cfg: cfg, dev: cfg.Queues[queue], queue: queue, incarnation: incarnations.Add(1)}
 	}
 }
 
@@ -118,7 +126,7 @@ func (t *TUNActor) write(b *messages.FromClient) {
 // client can make every one of its packets fail.
 func (t *TUNActor) logWriteError(err error, size int) {
 	if suppressed, ok := t.writeLog.allow(); ok {
-		t.cfg.Logger.Debug("failed to write a packet to TUN; skipped it", slog.Any("err", err), slog.Int("bytes", size),
+		t.cfg.Logger.Debug("failed to write a packet to TUN; skipped it", slog.Int("queue", t.queue), slog.Any("err", err), slog.Int("bytes", size),
 			slog.Int("suppressed_before", suppressed))
 	}
 }
@@ -128,7 +136,7 @@ func (t *TUNActor) startReader(ctx actor.Context) {
 		return
 	}
 	if err := t.dev.SetReadDeadline(time.Time{}); err != nil {
-		t.cfg.Logger.Error("failed to clear TUN read deadline", slog.Any("err", err))
+		t.cfg.Logger.Error("failed to clear TUN read deadline", slog.Int("queue", t.queue), slog.Any("err", err))
 	}
 	t.done, t.stop = make(chan struct{}), make(chan struct{})
 	go readTUN(t.dev, ctx.ActorSystem(), ctx.Self(), t.cfg.router, t.cfg.Metrics, t.incarnation, t.stop, t.done)
@@ -142,7 +150,7 @@ func (t *TUNActor) stopReader() {
 	}
 	close(t.stop)
 	if err := t.dev.SetReadDeadline(time.Now()); err != nil && !errors.Is(err, tun.ErrClosed) {
-		t.cfg.Logger.Error("failed to set TUN read deadline", slog.Any("err", err))
+		t.cfg.Logger.Error("failed to set TUN read deadline", slog.Int("queue", t.queue), slog.Any("err", err))
 	}
 	<-t.done
 	t.done = nil
@@ -151,10 +159,10 @@ func (t *TUNActor) stopReader() {
 func (t *TUNActor) onReaderStopped(ctx actor.Context, err error) {
 	t.done = nil
 	if errors.Is(err, tun.ErrClosed) || errors.Is(err, os.ErrClosed) {
-		t.cfg.Logger.Info("TUN device closed; reader stopped")
+		t.cfg.Logger.Info("TUN device closed; reader stopped", slog.Int("queue", t.queue))
 		return
 	}
-	t.cfg.Logger.Error("TUN reader failed; restarting it", slog.Any("err", err))
+	t.cfg.Logger.Error("TUN reader failed; restarting it", slog.Int("queue", t.queue), slog.Any("err", err))
 	self, sys, retry := ctx.Self(), ctx.ActorSystem(), &restartReader{incarnation: t.incarnation}
 	time.AfterFunc(readerRetry, func() { sys.Root.Send(self, retry) })
 }

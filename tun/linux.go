@@ -38,7 +38,20 @@ type Config struct {
 	// vnet_linux.go). If the kernel refuses, the device opens without
 	// and Offload on it reports why.
 	Offload bool
+	// Queues is how many queues (file descriptors) the interface gets,
+	// 1..MaxQueues; 0 means 1. With more than one the TUN is created with
+	// IFF_MULTI_QUEUE and each queue is its own Device, so one reader and
+	// one writer per queue can run on different cores (OpenQueues). One
+	// queue is the plain single-queue TUN, without the flag.
+	Queues int
 }
+
+// MaxQueues bounds Config.Queues: far more than the cores a server has,
+// well under the kernel's 256 (MAX_TAP_QUEUES).
+const MaxQueues = 64
+
+// queues is Config.Queues with 0 read as 1.
+func (cfg Config) queues() int { return max(cfg.Queues, 1) }
 
 // ServerAddr returns the first host of the prefix (192.0.2.1 for
 // 192.0.2.0/24). The server's TUN takes it, so the pool allocator must never
@@ -61,6 +74,9 @@ type Linux struct {
 	raw    syscall.RawConn
 	links  *netlink.Handle
 	closed atomic.Bool
+	// open counts the interface's queues not closed yet, shared by all of
+	// them: the last Close deletes the link and closes links.
+	open *atomic.Int32
 	// vnet is set when the device was opened with offloads; offloadErr
 	// says why it was not.
 	vnet       *vnet
@@ -77,7 +93,23 @@ var _ Device = (*Linux)(nil)
 // a non-persistent TUN (held by a live process) or a link of another type
 // makes Open fail instead. The TUN itself is not persistent, so the kernel
 // removes it when the process dies, even by kill -9.
+// Open is OpenQueues for a single queue; cfg.Queues must be 0 or 1.
 func Open(cfg Config) (*Linux, error) {
+	if cfg.queues() != 1 {
+		return nil, fmt.Errorf("failed to open TUN %s: Open takes one queue, not %d (use OpenQueues)", cfg.Name, cfg.Queues)
+	}
+	devs, err := OpenQueues(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return devs[0], nil
+}
+
+// OpenQueues opens the interface like Open, with cfg.Queues queues. Each
+// queue is an independent Device; the link goes when the last one is
+// closed (CloseQueues closes them all). The first queue also carries the
+// link-wide methods (Offload reports for all, AddRoutes, DeleteRoutes).
+func OpenQueues(cfg Config) ([]*Linux, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -85,12 +117,21 @@ func Open(cfg Config) (*Linux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to open netlink handle: %w", err)
 	}
-	dev, err := open(links, cfg)
+	devs, err := open(links, cfg)
 	if err != nil {
 		links.Close()
 		return nil, err
 	}
-	return dev, nil
+	return devs, nil
+}
+
+// CloseQueues closes every queue, which removes the link.
+func CloseQueues(devs []*Linux) error {
+	errs := make([]error, 0, len(devs))
+	for _, d := range devs {
+		errs = append(errs, d.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (cfg Config) validate() error {
@@ -101,22 +142,72 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("failed to open TUN %s: MTU %d is outside %d..%d", cfg.Name, cfg.MTU, minMTU, MaxPacket)
 	case !cfg.Prefix.IsValid() || !cfg.Prefix.Addr().Is4():
 		return fmt.Errorf("failed to open TUN %s: pool %v is not an IPv4 prefix", cfg.Name, cfg.Prefix)
+	case cfg.Queues < 0 || cfg.Queues > MaxQueues:
+		return fmt.Errorf("failed to open TUN %s: %d queues is outside 1..%d", cfg.Name, cfg.Queues, MaxQueues)
 	case cfg.Prefix.Bits() > maxPoolBits:
 		return fmt.Errorf("failed to open TUN %s: pool %v is longer than /%d", cfg.Name, cfg.Prefix, maxPoolBits)
 	}
 	return nil
 }
 
-func open(links *netlink.Handle, cfg Config) (*Linux, error) {
-	dev, err := create(links, cfg.Name, cfg.MTU, cfg.Offload)
+func open(links *netlink.Handle, cfg Config) ([]*Linux, error) {
+	devs, err := createQueues(links, cfg.Name, cfg.MTU, cfg.Offload, cfg.queues())
 	if err != nil {
 		return nil, err
 	}
-	if err := configureLink(links, dev.index, dev.name, cfg); err != nil {
-		dev.file.Close()
+	if err := configureLink(links, devs[0].index, devs[0].name, cfg); err != nil {
+		closeFiles(devs)
 		return nil, err
 	}
-	return dev, nil
+	return devs, nil
+}
+
+// createQueues is create for n queues: the first queue creates the
+// interface, the others attach to it by name with the same flags (the
+// kernel refuses a queue whose IFF_MULTI_QUEUE or IFF_VNET_HDR differs).
+// TUNSETOFFLOAD is repeated on each queue's descriptor: the kernel keeps
+// the offloads per interface, so the repeats change nothing, but every
+// descriptor then answers for itself. A failure closes the queues opened so
+// far, which removes the interface.
+func createQueues(links *netlink.Handle, name string, mtu int, withOffload bool, n int) ([]*Linux, error) {
+	if n == 1 {
+		dev, err := create(links, name, mtu, withOffload)
+		if err != nil {
+			return nil, err
+		}
+		return []*Linux{dev}, nil
+	}
+	if err := removeStaleLink(links, name); err != nil {
+		return nil, err
+	}
+	first, err := openQueue(links, name, mtu, withOffload, true)
+	if err != nil {
+		return nil, err
+	}
+	devs := []*Linux{first}
+	for len(devs) < n {
+		dev, err := openQueue(links, first.name, mtu, first.vnet != nil, true)
+		if err == nil && dev.vnet == nil && first.vnet != nil {
+			err = fmt.Errorf("queue %d of TUN %s opened without offloads: %w", len(devs), first.name, dev.offloadErr)
+			dev.file.Close()
+		}
+		if err != nil {
+			closeFiles(devs)
+			return nil, fmt.Errorf("failed to open queue %d of %d of TUN %s: %w", len(devs)+1, n, first.name, err)
+		}
+		dev.open, dev.offloadErr = first.open, first.offloadErr
+		devs = append(devs, dev)
+	}
+	first.open.Store(int32(n))
+	return devs, nil
+}
+
+// closeFiles closes the queues' descriptors of an interface not handed out
+// yet; the kernel removes it with the last.
+func closeFiles(devs []*Linux) {
+	for _, d := range devs {
+		d.file.Close()
+	}
 }
 
 // create replaces a stale link of that name and opens a fresh TUN, with
@@ -126,9 +217,15 @@ func create(links *netlink.Handle, name string, mtu int, withOffload bool) (*Lin
 	if err := removeStaleLink(links, name); err != nil {
 		return nil, err
 	}
+	return openQueue(links, name, mtu, withOffload, false)
+}
+
+// openQueue opens one descriptor of the TUN name, creating the interface
+// if it does not exist yet; multiQueue sets IFF_MULTI_QUEUE.
+func openQueue(links *netlink.Handle, name string, mtu int, withOffload, multiQueue bool) (*Linux, error) {
 	offloadErr := errOffloadOff
 	if withOffload {
-		file, kernelName, usoErr, err := openOffload(name)
+		file, kernelName, usoErr, err := openOffload(name, multiQueue)
 		if err == nil {
 			dev, err := newLinux(file, kernelName, links, mtu)
 			if err != nil {
@@ -140,7 +237,7 @@ func create(links *netlink.Handle, name string, mtu int, withOffload bool) (*Lin
 		}
 		offloadErr = err
 	}
-	file, kernelName, err := openWater(name)
+	file, kernelName, err := openWater(name, multiQueue)
 	if err != nil {
 		return nil, err
 	}
@@ -154,10 +251,10 @@ func create(links *netlink.Handle, name string, mtu int, withOffload bool) (*Lin
 }
 
 // openWater opens the TUN without offloads, one packet per read and write.
-func openWater(name string) (*os.File, string, error) {
+func openWater(name string, multiQueue bool) (*os.File, string, error) {
 	ifce, err := water.New(water.Config{
 		DeviceType:             water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: multiQueue},
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("failed to create TUN %s: %w", name, err)
@@ -182,6 +279,8 @@ func newLinux(file *os.File, name string, links *netlink.Handle, mtu int) (*Linu
 	if err != nil {
 		return nil, fmt.Errorf("failed to look up TUN %s: %w", name, err)
 	}
+	open := new(atomic.Int32)
+	open.Store(1)
 	return &Linux{
 		name:  name,
 		mtu:   mtu,
@@ -189,6 +288,7 @@ func newLinux(file *os.File, name string, links *netlink.Handle, mtu int) (*Linu
 		file:  file,
 		raw:   raw,
 		links: links,
+		open:  open,
 	}, nil
 }
 
@@ -304,18 +404,22 @@ func (d *Linux) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
-// Close closes the file descriptor, which unblocks pending Reads with
-// ErrClosed and makes the kernel remove the non-persistent interface, then
-// deletes the link if it is somehow still there. Later calls return nil.
+// Close closes the queue's file descriptor, which unblocks its pending
+// Reads with ErrClosed. Closing the last queue makes the kernel remove the
+// non-persistent interface; that Close also deletes the link if it is
+// somehow still there. Later calls return nil.
 func (d *Linux) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}
-	defer d.links.Close()
 	fileErr := d.file.Close()
 	if fileErr != nil {
 		fileErr = fmt.Errorf("failed to close TUN %s: %w", d.name, fileErr)
 	}
+	if d.open.Add(-1) > 0 {
+		return fileErr
+	}
+	defer d.links.Close()
 	return errors.Join(fileErr, deleteLink(d.links, d.index, d.name))
 }
 

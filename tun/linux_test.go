@@ -65,6 +65,9 @@ func TestConfigValidate(t *testing.T) {
 		{"large MTU", Config{Name: testTUN, MTU: MaxPacket + 1, Prefix: testPool}, "MTU 65536"},
 		{"no prefix", Config{Name: testTUN, MTU: testMTU}, "not an IPv4 prefix"},
 		{"IPv6 prefix", Config{Name: testTUN, MTU: testMTU, Prefix: netip.MustParsePrefix("2001:db8::/64")}, "not an IPv4 prefix"},
+		{"64 queues", Config{Name: testTUN, MTU: testMTU, Prefix: testPool, Queues: 64}, ""},
+		{"65 queues", Config{Name: testTUN, MTU: testMTU, Prefix: testPool, Queues: 65}, "65 queues"},
+		{"negative queues", Config{Name: testTUN, MTU: testMTU, Prefix: testPool, Queues: -1}, "-1 queues"},
 		{"no room for clients", Config{Name: testTUN, MTU: testMTU, Prefix: netip.MustParsePrefix("192.0.2.0/31")}, "longer than /30"},
 	}
 	for _, tt := range tests {

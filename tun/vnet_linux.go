@@ -90,14 +90,18 @@ func newVnet(usoErr error) *vnet {
 // offloads, UDP segmentation too if the kernel takes it (usoErr says why
 // not). The descriptor is non-blocking, so os.NewFile puts it behind
 // the netpoller exactly like water's.
-func openOffload(name string) (_ *os.File, _ string, usoErr error, _ error) {
+func openOffload(name string, multiQueue bool) (_ *os.File, _ string, usoErr error, _ error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("failed to open /dev/net/tun: %w", err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err == nil {
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if multiQueue {
+			flags |= unix.IFF_MULTI_QUEUE
+		}
+		ifr.SetUint16(flags)
 		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 	}
 	if err != nil {

@@ -24,12 +24,14 @@ const defaultAdmin = "127.0.0.1:9604"
 
 // statusDoc is the JSON of /status, read back by `4over6d status`.
 type statusDoc struct {
-	Listen   string          `json:"listen"`
-	TUN      string          `json:"tun"`
-	Pool     string          `json:"pool"`
-	Leased   int64           `json:"leased"`
-	Size     int64           `json:"size"`
-	Sessions []sessionStatus `json:"sessions"`
+	Listen string `json:"listen"`
+	TUN    string `json:"tun"`
+	// TUNQueues is how many queues the TUN has (-tun-queues).
+	TUNQueues int             `json:"tun_queues,omitempty"`
+	Pool      string          `json:"pool"`
+	Leased    int64           `json:"leased"`
+	Size      int64           `json:"size"`
+	Sessions  []sessionStatus `json:"sessions"`
 }
 
 type sessionStatus struct {
@@ -51,9 +53,11 @@ type admin struct {
 	srv    engine
 	listen string
 	tun    string
-	pool   netip.Prefix
-	faults bool // serve POST /debug/panic
-	pprof  bool // serve /debug/pprof/
+	// tunQueues is the TUN's queue count, for /status.
+	tunQueues int
+	pool      netip.Prefix
+	faults    bool // serve POST /debug/panic
+	pprof     bool // serve /debug/pprof/
 	// offload, when set, adds the TUN's offload counters to /metrics.
 	offload *offloadCollector
 	// token, when set, is required of every request but /metrics and
@@ -153,7 +157,7 @@ func (a *admin) snapshot() (*statusDoc, error) {
 		return nil, err
 	}
 	m := a.srv.Metrics()
-	doc := &statusDoc{Listen: a.listen, TUN: a.tun, Pool: a.pool.String(),
+	doc := &statusDoc{Listen: a.listen, TUN: a.tun, TUNQueues: a.tunQueues, Pool: a.pool.String(),
 		Leased: m.PoolLeased.Load(), Size: m.PoolSize.Load(), Sessions: make([]sessionStatus, 0, len(sessions))}
 	for _, s := range sessions {
 		doc.Sessions = append(doc.Sessions, toSessionStatus(s))

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -327,16 +328,34 @@ func TestHandshakeBytesOnTheWire(t *testing.T) {
 	}
 }
 
+// TestPingServerAndInternetThroughNAT runs with the default TUN queues
+// (one per CPU), a single queue, and more queues than clients: three
+// clients, so that with several queues they write to different ones.
 func TestPingServerAndInternetThroughNAT(t *testing.T) {
-	tp := newTopology(t)
-	tp.startServer(t)
-	c := tp.dial(t)
-	c.handshake()
-	for i, dst := range []netip.Addr{tunAddr, inetV4} {
-		seq := uint16(i + 1)
-		c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x4646, seq, []byte("e2e ping")))
-		c.await("echo reply from "+dst.String(), func(s tuntest.Summary) bool {
-			return s.Proto == 1 && s.ICMPType == 0 && s.Src == dst && s.Dst == c.addr && s.Seq == seq
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  string // in the startup line
+	}{
+		{"default queues", nil, fmt.Sprintf("tun_queues=%d", min(runtime.GOMAXPROCS(0), 8))},
+		{"one queue", []string{"-tun-queues", "1"}, "tun_queues=1"},
+		{"four queues", []string{"-tun-queues", "4"}, "tun_queues=4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := newTopology(t)
+			s := tp.startServer(t, tc.extra...)
+			s.logs.waitLine(t, "4over6d serving", tc.want)
+			for range 3 {
+				c := tp.dial(t)
+				c.handshake()
+				for i, dst := range []netip.Addr{tunAddr, inetV4} {
+					seq := uint16(i + 1)
+					c.send(wire.TypeDataRequest, tuntest.Ping(c.addr, dst, 0x4646, seq, []byte("e2e ping")))
+					c.await("echo reply from "+dst.String(), func(s tuntest.Summary) bool {
+						return s.Proto == 1 && s.ICMPType == 0 && s.Src == dst && s.Dst == c.addr && s.Seq == seq
+					})
+				}
+			}
 		})
 	}
 }
@@ -477,7 +496,8 @@ func TestAdminEndpointAfterTraffic(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	status := tp.adminGet(t, "/status")
-	for _, want := range []string{`"addr": "` + c.addr.String() + `"`, `"client": "[` + cliV6.String() + `]:`, `"packets_in": 1`, `"leased": 1`} {
+	for _, want := range []string{`"addr": "` + c.addr.String() + `"`, `"client": "[` + cliV6.String() + `]:`, `"packets_in": 1`, `"leased": 1`,
+		fmt.Sprintf(`"tun_queues": %d`, min(runtime.GOMAXPROCS(0), 8))} {
 		if !strings.Contains(status, want) {
 			t.Fatalf("/status lacks %s:\n%s", want, status)
 		}

@@ -85,11 +85,12 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err := tun.EnableForwarding(); err != nil {
 		return err
 	}
-	dev, err := tun.Open(tun.Config{Name: o.tun, MTU: o.mtu, Prefix: o.pool, Offload: o.offload})
+	queues, err := tun.OpenQueues(tun.Config{Name: o.tun, MTU: o.mtu, Prefix: o.pool, Offload: o.offload, Queues: o.tunQueues})
 	if err != nil {
 		return err
 	}
-	defer closeLogged(log, "TUN device", dev.Close)
+	defer closeLogged(log, "TUN device", func() error { return tun.CloseQueues(queues) })
+	dev := queues[0]
 	offloadOn, why := dev.Offload()
 	if o.offload && !offloadOn {
 		log.Warn("TUN offloads unavailable; every packet costs its own system call", slog.Any("err", why))
@@ -109,7 +110,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", o.listen, err)
 	}
-	cfg := engineConfig(o, ln, dev, log)
+	cfg := engineConfig(o, ln, queues, log)
 	if o.inFleet() {
 		if cfg.Fleet, err = joinFleet(ctx, o, host.overlay, dev, log); err != nil {
 			_ = ln.Close()
@@ -132,8 +133,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	defer stopAdmin()
 	waitAdmin := func() {}
 	if o.admin != "off" {
-		a := &admin{srv: srv, root: dashboardHandler(), token: o.adminToken, listen: ln.Addr().String(), tun: dev.Name(), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
-			offload: newOffloadCollector(offloadOn, dev.OffloadStats)}
+		a := &admin{srv: srv, root: dashboardHandler(), token: o.adminToken, listen: ln.Addr().String(), tun: dev.Name(), tunQueues: len(queues), pool: o.pool, faults: o.debugFaults, pprof: o.pprof,
+			offload: newOffloadCollector(offloadOn, func() tun.OffloadStats { return sumOffloadStats(queues) })}
 		if waitAdmin, err = serveAdmin(adminCtx, o.admin, a, log); err != nil {
 			_ = srv.Close()
 			return err
@@ -141,7 +142,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	defer func() { stopAdmin(); waitAdmin() }()
 	log.Info("4over6d serving", slog.String("listen", ln.Addr().String()), slog.String("tun", dev.Name()),
-		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Bool("offload", offloadOn), slog.String("dns", fmt.Sprint(o.dns)))
+		slog.String("pool", o.pool.String()), slog.String("server_addr", tun.ServerAddr(o.pool).String()), slog.Int("mtu", o.mtu), slog.Int("tun_queues", len(queues)), slog.Bool("offload", offloadOn), slog.String("dns", fmt.Sprint(o.dns)))
 	if failure := waitReloading(ctx, o, srv, log); failure != nil {
 		log.Error("the server gave up; removing NAT table and TUN device and exiting", slog.Any("err", failure), slog.Int("exit_code", exitGaveUp))
 		if err := closeWithin(srv, shutdownDeadline); err != nil {
@@ -203,9 +204,15 @@ func waitReloading(ctx context.Context, o *options, srv *actors.Server, log *slo
 	}
 }
 
-func engineConfig(o *options, ln net.Listener, dev tun.Device, log *slog.Logger) actors.Config {
+// engineConfig is the engine's configuration from the flags; the TUN's
+// queues are its devices (the first of them is Device).
+func engineConfig(o *options, ln net.Listener, queues []*tun.Linux, log *slog.Logger) actors.Config {
+	devs := make([]tun.Device, len(queues))
+	for i, q := range queues {
+		devs[i] = q
+	}
 	return actors.Config{
-		Listener: ln, Device: dev, Pool: o.pool, Route: o.route, DNS: o.dns,
+		Listener: ln, Queues: devs, Pool: o.pool, Route: o.route, DNS: o.dns,
 		Heartbeat: o.heartbeat, Timeout: o.timeout, HandshakeTimeout: o.handshakeTimeout,
 		Grace: o.grace, MaxSessions: o.maxSessions, MaxPerSource: o.maxPerSource, IsolateClients: !o.clientToClient,
 		Allow: o.allow, SourcePrefix: o.sourcePrefix,

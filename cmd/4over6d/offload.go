@@ -48,3 +48,18 @@ func (c *offloadCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.segs, prometheus.CounterValue, float64(s.SegmentsWritten), "write")
 	ch <- prometheus.MustNewConstMetric(c.malforms, prometheus.CounterValue, float64(s.Malformed))
 }
+
+// sumOffloadStats adds up the counters of every TUN queue: each queue has
+// its own, and /metrics shows the interface's.
+func sumOffloadStats(queues []*tun.Linux) tun.OffloadStats {
+	var sum tun.OffloadStats
+	for _, q := range queues {
+		s := q.OffloadStats()
+		sum.GSOReads += s.GSOReads
+		sum.SegmentsRead += s.SegmentsRead
+		sum.GSOWrites += s.GSOWrites
+		sum.SegmentsWritten += s.SegmentsWritten
+		sum.Malformed += s.Malformed
+	}
+	return sum
+}

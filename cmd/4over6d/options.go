@@ -10,11 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/4over6d/4over6d/actors"
 	"github.com/4over6d/4over6d/cmd/internal/logflag"
+	"github.com/4over6d/4over6d/tun"
 )
 
 // Defaults that the issue tracker and README promise; keep them in step.
@@ -60,6 +62,7 @@ type options struct {
 	debugFaults      bool
 	pprof            bool
 	offload          bool
+	tunQueues        int
 	queue            int
 	leaseFile        string
 	reservations     string   // -reservations FILE: static addresses per client; off when empty
@@ -111,6 +114,7 @@ func parseOptions(args []string, stderr io.Writer, resolv ...string) (*options, 
 	fs.StringVar(&o.reservations, "reservations", "", "static addresses (a fixed IPv4 address per client IPv6 address) in this JSON file: read at start, rewritten on every change, reloaded on SIGHUP (off when empty: reservations made at run time live in memory only)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin endpoint")
 	fs.BoolVar(&o.offload, "offload", true, "use TUN checksum and TCP segmentation offload (64 KiB reads and writes); off: one packet per system call")
+	fs.IntVar(&o.tunQueues, "tun-queues", defaultTUNQueues(), fmt.Sprintf("TUN queues (1-%d), each with its own reader and writer so the TUN uses more than one core; a client always uses one; 1: a single-queue TUN (default: the CPUs this process may use, at most %d)", tun.MaxQueues, maxDefaultTUNQueues))
 	fs.IntVar(&o.queue, "queue", actors.DefaultQueuePackets, "packets queued per client before drops")
 	fleet.register(fs)
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -309,6 +313,17 @@ func resolvers(path string) (usable, skipped []netip.Addr) {
 	return usable, skipped
 }
 
+// maxDefaultTUNQueues caps the default of -tun-queues: past a handful of
+// queues the Router, which every downlink batch passes, is the bound.
+const maxDefaultTUNQueues = 8
+
+// defaultTUNQueues is one TUN queue per CPU the process may run on
+// (GOMAXPROCS follows the affinity mask and cgroup limit), at most
+// maxDefaultTUNQueues.
+func defaultTUNQueues() int {
+	return min(max(runtime.GOMAXPROCS(0), 1), maxDefaultTUNQueues)
+}
+
 func (o *options) validate() error {
 	switch {
 	case o.mtu < 576 || o.mtu > 1500:
@@ -329,6 +344,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-source-prefix %d out of range 1-128", o.sourcePrefix)
 	case o.debugFaults && !loopbackAdmin(o.admin):
 		return fmt.Errorf("-debug-faults needs -admin on a loopback address, not %q: it lets anyone who reaches it crash actors", o.admin)
+	case o.tunQueues < 1 || o.tunQueues > tun.MaxQueues:
+		return fmt.Errorf("-tun-queues %d out of range 1-%d", o.tunQueues, tun.MaxQueues)
 	case o.queue < 1:
 		return errors.New("-queue must be at least 1")
 	case o.nat == "":

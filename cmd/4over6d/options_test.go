@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,10 @@ func TestRunRejectsBadFlagsWithExit2(t *testing.T) {
 		{[]string{"-rate-limit", "8"}, "forget the unit"},
 		{[]string{"-rate-limit", "7999bit"}, "-rate-limit"},
 		{[]string{"-rate-limit", "2000gbit"}, "-rate-limit"},
+		{[]string{"-tun-queues", "0"}, "-tun-queues 0 out of range 1-64"},
+		{[]string{"-tun-queues", "65"}, "-tun-queues 65 out of range 1-64"},
+		{[]string{"-tun-queues", "-1"}, "-tun-queues"},
+		{[]string{"-tun-queues", "many"}, "-tun-queues"},
 		{[]string{"-node", "n1"}, "need -etcd"},
 		{[]string{"-etcd", "http://[2001:db8::10]:2379"}, "-node-addr is needed"},
 	}
@@ -67,8 +72,27 @@ func TestDefaults(t *testing.T) {
 		o.timeout != 60*time.Second || o.handshakeTimeout != 10*time.Second || o.maxSessions != 0 ||
 		o.dns != [3]netip.Addr{fallback, fallback, fallback} || o.log.JSON || o.maxPerSource != 16 ||
 		!o.clientToClient || o.debugFaults || o.admin != "127.0.0.1:9604" || o.grace != 5*time.Minute || o.queue != 1024 || !o.offload ||
-		o.rateLimit != 0 {
+		o.rateLimit != 0 || o.tunQueues != min(runtime.GOMAXPROCS(0), 8) {
 		t.Fatalf("defaults = %+v", o)
+	}
+}
+
+func TestTUNQueuesFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"-tun-queues", "1"}, 1},
+		{[]string{"-tun-queues", "4"}, 4},
+		{[]string{"-tun-queues", "64"}, 64},
+	}
+	for _, tc := range tests {
+		o, err := parseOptions(tc.args, io.Discard, filepath.Join(t.TempDir(), "missing"))
+		if err != nil {
+			t.Errorf("parseOptions(%q): %v", tc.args, err)
+		} else if o.tunQueues != tc.want {
+			t.Errorf("parseOptions(%q): %d TUN queues, want %d", tc.args, o.tunQueues, tc.want)
+		}
 	}
 }
 

@@ -58,8 +58,12 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 
 // printStatus renders the status as a header and one row per session.
 func printStatus(w io.Writer, d *statusDoc, now time.Time) {
+	tunName := d.TUN
+	if d.TUNQueues > 1 {
+		tunName = fmt.Sprintf("%s (%d queues)", d.TUN, d.TUNQueues)
+	}
 	fmt.Fprintf(w, "interface: %s\n  listening: %s\n  pool: %s (%d of %d leased)\n  sessions: %d\n\n",
-		d.TUN, d.Listen, d.Pool, d.Leased, d.Size, len(d.Sessions))
+		tunName, d.Listen, d.Pool, d.Leased, d.Size, len(d.Sessions))
 	if len(d.Sessions) == 0 {
 		return
 	}

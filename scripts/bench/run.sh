@@ -37,6 +37,11 @@
 #   --no-doc      print the tables only; do not touch docs/performance.md or the PNG
 #   --keep        keep the work directory (logs, iperf3 JSON) for inspection
 #
+# BENCH_4OVER6D_FLAGS, if set, is split on spaces and added to every
+# 4over6d of the 4over6 cases, e.g. BENCH_4OVER6D_FLAGS='-tun-queues 1'
+# to compare the single-queue TUN with the default (one queue per CPU)
+# in back-to-back runs.
+#
 # It installs what it needs with apt (iperf3, openvpn, wireguard-tools,
 # gnuplot-nox, openssl, jq) and builds wireguard-go from its Go module into
 # a temporary directory (never into this module's go.mod). Everything it
@@ -283,11 +288,12 @@ if has_case carrier; then
 fi
 
 # start_4over6 [FLAG...] starts 4over6d + 4over6c, both given FLAGs, the
-# server also SERVER_FLAGS, and waits for the tunnel.
+# server also BENCH_4OVER6D_FLAGS and SERVER_FLAGS, and waits for the tunnel.
 SERVER_FLAGS=()
+read -ra EXTRA_SERVER_FLAGS <<<"${BENCH_4OVER6D_FLAGS:-}"
 start_4over6() {
 	bench_start 4over6d "$NS_S" "$BIN/4over6d" -listen '[2001:db8:1::1]:5678' -pool 192.0.2.0/24 -tun b46tun \
-		-dns 198.51.100.53 -nat inet4 "${SERVER_FLAGS[@]}" "$@"
+		-dns 198.51.100.53 -nat inet4 "${EXTRA_SERVER_FLAGS[@]}" "${SERVER_FLAGS[@]}" "$@"
 	wait_for 10 grep -q "4over6d serving" "$BENCH_WORK/4over6d.log" || { cat "$BENCH_WORK/4over6d.log"; exit 1; }
 	bench_start 4over6c "$NS_C" "$BIN/4over6c" -server '[2001:db8:1::1]:5678' -tun b46tun "$@"
 	wait_for 10 has_inet_addr "$NS_C" b46tun || { cat "$BENCH_WORK/4over6c.log"; exit 1; }
@@ -336,7 +342,7 @@ run_4over6_rate() {
 }
 
 if has_case 4over6; then
-	say "4over6d + 4over6c"
+	say "4over6d + 4over6c${BENCH_4OVER6D_FLAGS:+ (server: $BENCH_4OVER6D_FLAGS)}"
 	run_4over6 4over6
 fi
 
