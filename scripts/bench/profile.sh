@@ -97,13 +97,33 @@ profile() {
 	say "$phase: $(tail -3 "$OUT/$phase.out" | tr '\n' ' ')"
 }
 
-# ping_phase: 300 pings at 10 ms to the server's inner address, as run.sh
-# paces them. Counts scheduler events and syscalls of both processes per
-# ping (perf stat), then records every CPU's scheduler and syscall
-# tracepoints for 50 more pings and cuts each ping into its hops
-# (ping-hops.txt, by `report hops`: medians in µs; the tracing itself adds
-# to every hop).
+# ping_phase: pings at 10 ms to the server's inner address (100.64.0.1), as
+# run.sh paces them. Counts each process's scheduler events and syscalls
+# per ping (perf stat for as long as 200 pings run), then records every
+# CPU's scheduler and syscall tracepoints for 50 more pings and cuts each
+# ping into its hops (ping-hops.txt, by `report hops`: medians in µs; the
+# tracing itself adds to every hop).
 ping_phase() {
+	local name n ev=sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter
+	for sc in read write writev futex epoll_pwait nanosleep; do ev+=",syscalls:sys_enter_$sc"; done
+	in_ns "$NS_C" ping -n -q -c 20 -i 0.05 -W 1 100.64.0.1 >/dev/null 2>&1 || true
+	for name in 4over6d 4over6c; do
+		pid_var=PID_$name
+		perf stat -x, -e "$ev" -p "${!pid_var}" -o "$OUT/ping-$name.stat" -- \
+			ip netns exec "$NS_C" ping -n -c 200 -i 0.01 -W 1 100.64.0.1 >"$OUT/ping-$name.out" 2>&1 || true
+		n=$(grep -c 'bytes from' "$OUT/ping-$name.out" || true)
+		awk -F, -v n="$n" 'n > 0 && $1 ~ /^[0-9]+$/ {printf "%-32s %8d  %5.1f per ping\n", $3, $1, $1 / n}' \
+			"$OUT/ping-$name.stat" >"$OUT/ping-$name.txt"
+	done
+	perf record -q -a -e sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter,raw_syscalls:sys_exit \
+		-o "$OUT/ping-trace.data" -- ip netns exec "$NS_C" ping -n -c 50 -i 0.01 -W 1 100.64.0.1 >/dev/null 2>&1 || true
+	perf script -i "$OUT/ping-trace.data" -F comm,pid,tid,cpu,time,event,trace 2>/dev/null |
+		go run ./scripts/bench/report hops -server "$PID_4over6d" -client "$PID_4over6c" >"$OUT/ping-hops.txt" || true
+	[[ -n $KEEP_DATA ]] || rm -f "$OUT/ping-trace.data"
+	say "ping: $(tail -1 "$OUT/ping-4over6d.out"); context switches per ping: $(awk '/sched_switch/ {print $3}' "$OUT/ping-4over6d.txt") (4over6d), $(awk '/sched_switch/ {print $3}' "$OUT/ping-4over6c.txt") (4over6c); hops in ping-hops.txt"
+}
+
+phase() {
 	local name pid perfs=() n ev=sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter
 	for sc in read write writev futex epoll_pwait nanosleep; do ev+=",syscalls:sys_enter_$sc"; done
 	in_ns "$NS_C" ping -n -q -c 20 -i 0.05 -W 1 192.0.2.1 >/dev/null 2>&1 || true
