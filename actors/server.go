@@ -60,6 +60,7 @@ func Start(cfg Config) (*Server, error) {
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
 		sys.Shutdown()
+		sh.dispatch.stop()
 		return nil, fmt.Errorf("failed to spawn supervisor: %w", err)
 	}
 	srv := &Server{system: sys, root: root, cfg: sh}
@@ -68,6 +69,7 @@ func Start(cfg Config) (*Server, error) {
 	// sent to them from now on is a dead letter.
 	if _, err := srv.ask(root, &statusQuery{}); err != nil {
 		sys.Shutdown()
+		sh.dispatch.stop()
 		return nil, fmt.Errorf("failed to start the actors: %w", err)
 	}
 	return srv, nil
@@ -146,6 +148,7 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("failed to stop the supervisor within %v", stopWait)
 		}
 		s.system.Shutdown()
+		s.cfg.dispatch.stop()
 	})
 	return s.closeErr
 }

@@ -6,9 +6,11 @@ package actors
 //
 //  1. The session actor queues data with offer (dropped and counted when the
 //     client is slow) and control with control (never dropped); either
-//     starts a writer if none is running. A control frame for an idle
-//     queue (an idle session's heartbeat) is written by the actor itself
-//     with one non-blocking write (controlNow).
+//     starts a writer if none is running. Data for an idle queue (a
+//     ping's reply) and a control frame for one (an idle session's
+//     heartbeat) are written by the actor itself with one non-blocking
+//     write (sendNow, controlNow); a writer starts only for what the
+//     socket did not take.
 //  2. The writer takes control first: before every data batch it looks at
 //     the control lane, so a control frame waits behind at most the batch
 //     being encoded, however full the data lane is.
@@ -72,9 +74,10 @@ type outQueue struct {
 	limit   int64
 	running atomic.Bool // a writer (or the actor, for one control frame) holds the connection
 	w       *clientWriter
-	closed  bool        // the actor closed the queue; the actor's alone
-	rest    []byte      // the unwritten tail of a control frame the actor began; the next writer's first bytes
-	linger  *time.Timer // the writers' wait on an empty queue (writerLinger); made by the first
+	closed  bool                // the actor closed the queue; the actor's alone
+	rest    []byte              // the unwritten tail of a frame the actor began to write; the next writer's first bytes
+	restBuf *[writeBufSize]byte // the borrowed buffer rest lies in (nil for a control frame's)
+	linger  *time.Timer         // the writers' wait on an empty queue (writerLinger); made by the first
 }
 
 // clientWriter is what a writer goroutine needs, fixed for the session's
@@ -87,9 +90,15 @@ type clientWriter struct {
 	sys   *actor.ActorSystem
 	self  *actor.PID
 	wg    *sync.WaitGroup // the session's I/O goroutines, joined in Stopped
-	// sysWrite is the non-blocking write of controlNow (nil:
+	// sysWrite is the non-blocking write of controlNow and sendNow (nil:
 	// syscall.Write); tests make it write short.
 	sysWrite func(fd int, b []byte) (int, error)
+	// try is the callback of tryWrite's raw write, made once by attach
+	// (a closure per write would allocate on the packet path); tryBuf
+	// and tryN are its argument and result, the caller's alone.
+	try    func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
 }
 
 // outQueueSlots bounds the data batches queued for the writer, besides the
@@ -115,6 +124,7 @@ func (q *outQueue) attach(w *clientWriter) {
 	if sc, ok := w.conn.(syscall.Conn); ok && w.raw == nil {
 		w.raw, _ = sc.SyscallConn()
 	}
+	w.try = w.rawWrite
 	q.w = w
 }
 
@@ -124,6 +134,9 @@ func (q *outQueue) offer(b *messages.ToClient) bool {
 	n := int64(len(b.Packets))
 	if q.closed || q.queued.Load()+n > q.limit {
 		return false
+	}
+	if q.sendNow(b) {
+		return true
 	}
 	select {
 	case q.data <- b:
@@ -176,6 +189,49 @@ func (q *outQueue) controlNow(k controlKind, frame []byte) {
 		}
 		q.start()
 	}
+}
+
+// sendNow writes a data batch at once when no writer is running and
+// nothing is queued, with one non-blocking write from the caller (the
+// session actor), so a lone packet (a ping's reply) wakes no writer
+// goroutine; whatever the socket did not take, a writer sends next, before
+// anything queued after it. It reports whether it took b (then released
+// and counted out); false leaves b to be queued.
+func (q *outQueue) sendNow(b *messages.ToClient) bool {
+	if q.w == nil || q.w.raw == nil || !q.empty() || !q.running.CompareAndSwap(false, true) {
+		return false
+	}
+	if !q.empty() {
+		// A parking writer let go just as more came in: the work left is
+		// a new writer's, and b goes behind it.
+		q.start()
+		return false
+	}
+	size := 0
+	for _, pkt := range b.Packets {
+		size += wire.HeaderLen + len(pkt)
+	}
+	if size > writeBufSize {
+		q.running.Store(false) // too big to write in one: the writer's
+		return false
+	}
+	buf := writeBufs.Get().(*[writeBufSize]byte)
+	out := buf[:0]
+	for _, pkt := range b.Packets {
+		out = wire.AppendFrame(out, wire.TypeDataReply, pkt)
+	}
+	q.w.m.PacketsOut.Add(uint64(len(b.Packets)))
+	q.w.m.BytesOut.Add(uint64(b.Bytes()))
+	b.Release()
+	n := q.w.tryWrite(out)
+	if n == len(out) {
+		writeBufs.Put(buf)
+		q.running.Store(false)
+		return true
+	}
+	q.rest, q.restBuf = out[n:], buf // the writer sends the rest first, then gives buf back
+	q.start()
+	return true
 }
 
 // take marks a control frame as taken by the writer, so the next one of
@@ -265,26 +321,33 @@ func (q *outQueue) write() {
 // went out (0 when the socket buffer is full or the write failed: the
 // writer then tries again and reports the failure).
 func (w *clientWriter) tryWrite(b []byte) int {
+	w.tryBuf = b
+	defer func() { w.tryBuf = nil }()
 	for retry := true; ; retry = false {
-		n := 0
-		write := w.sysWrite
-		if write == nil {
-			write = syscall.Write
-		}
-		err := w.raw.Write(func(fd uintptr) bool {
-			var werr error
-			if n, werr = write(int(fd), b); werr != nil || n < 0 {
-				n = 0
-			}
-			return true // never wait for room: that is the writer's job
-		})
+		w.tryN = 0
+		err := w.raw.Write(w.try)
 		// A deadline a writer set for its last write has passed by the
 		// time a heartbeat is due; lift it and try once more.
 		if errors.Is(err, os.ErrDeadlineExceeded) && retry && w.conn.SetWriteDeadline(time.Time{}) == nil {
 			continue
 		}
-		return n
+		return w.tryN
 	}
+}
+
+// rawWrite is tryWrite's callback: one write of tryBuf, never waiting for
+// room (that is the writer's job).
+func (w *clientWriter) rawWrite(fd uintptr) bool {
+	write := w.sysWrite
+	if write == nil {
+		write = syscall.Write
+	}
+	n, err := write(int(fd), w.tryBuf)
+	if err != nil || n < 0 {
+		n = 0
+	}
+	w.tryN = n
+	return true
 }
 
 type coalescer struct {
@@ -300,8 +363,12 @@ type coalescer struct {
 // after parking) or the data lane is closed.
 func (w *coalescer) run() error {
 	if rest := w.q.rest; rest != nil {
-		w.q.rest = nil
-		if err := w.append(rest, 0, nil); err != nil {
+		err := w.append(rest, 0, nil)
+		if w.q.restBuf != nil {
+			writeBufs.Put(w.q.restBuf)
+		}
+		w.q.rest, w.q.restBuf = nil, nil
+		if err != nil {
 			return err
 		}
 	}

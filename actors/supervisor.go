@@ -39,6 +39,9 @@ type shared struct {
 	failed chan error
 	// stopped is closed when the Supervisor and all its children are gone.
 	stopped chan struct{}
+	// dispatch runs the mailbox turns of the actors on the packet path
+	// (dispatch.go).
+	dispatch *workerDispatcher
 }
 
 // GaveUpError is why a server stopped by itself: a service actor failed
@@ -173,7 +176,7 @@ func (s *Supervisor) start(ctx actor.Context) {
 		{poolName, s.cfg.pool, newAddressPool(s.cfg)},
 		{routerName, s.cfg.router, newRouter(s.cfg)},
 	} {
-		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.p), c.name)
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.p, actor.WithDispatcher(s.cfg.dispatch)), c.name)
 		if err == nil && !pid.Equal(c.want) {
 			err = fmt.Errorf("spawned at %v, expected at %v", pid, c.want)
 		}
@@ -249,7 +252,7 @@ func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
 		return
 	}
 	stats := newSessionStats(client, time.Now())
-	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats, s.reply)))
+	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats, s.reply), actor.WithDispatcher(s.cfg.dispatch)))
 	e := &sessionEntry{pid: pid, stats: stats, source: src}
 	s.sessions[pid.Id] = e
 	s.order = append(s.order, e)
@@ -466,5 +469,6 @@ func newShared(cfg Config, sys *actor.ActorSystem, root string) *shared {
 		failed:             make(chan error, 1),
 		stopped:            make(chan struct{}),
 		recoveryWait:       defaultRecoveryWait,
+		dispatch:           newWorkerDispatcher(),
 	}
 }

@@ -7,6 +7,7 @@
 //	go run ./scripts/bench/report bench -dir WORKDIR [-cases LIST] [-check] [-md FILE] [-png FILE]
 //	go run ./scripts/bench/report scale -json FILE [-md FILE]
 //	report echo [-n 200] [-interval 10ms] [-case floor]   (a built binary: it runs itself as the echo child)
+//	perf script ... | go run ./scripts/bench/report hops -server PID -client PID   (profile.sh's ping phase)
 package main
 
 import (
@@ -29,7 +30,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: report bench|scale|echo [flags]")
+		return errors.New("usage: report bench|scale|echo|hops [flags]")
 	}
 	switch args[0] {
 	case "bench":
@@ -38,8 +39,10 @@ func run(args []string, stdout io.Writer) error {
 		return runScale(args[1:], stdout)
 	case "echo":
 		return runEcho(args[1:], stdout)
+	case "hops":
+		return runHops(args[1:], os.Stdin, stdout)
 	}
-	return fmt.Errorf("unknown mode %q (bench, scale or echo)", args[0])
+	return fmt.Errorf("unknown mode %q (bench, scale, echo or hops)", args[0])
 }
 
 // machine is machine.json, written by lib.sh's machine_json and completed by
