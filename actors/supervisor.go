@@ -176,7 +176,7 @@ func (s *Supervisor) start(ctx actor.Context) {
 		{poolName, s.cfg.pool, newAddressPool(s.cfg)},
 		{routerName, s.cfg.router, newRouter(s.cfg)},
 	} {
-		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.p, actor.WithDispatcher(s.cfg.dispatch)), c.name)
+		pid, err := ctx.SpawnNamed(s.packetPathProps(c.p), c.name)
 		if err == nil && !pid.Equal(c.want) {
 			err = fmt.Errorf("spawned at %v, expected at %v", pid, c.want)
 		}
@@ -195,12 +195,19 @@ func (s *Supervisor) start(ctx actor.Context) {
 	}
 }
 
+// packetPathProps runs an actor on the packet path (pool, Router, TUN
+// actors, sessions) on the worker dispatcher (dispatch.go), so a mailbox
+// turn does not start a fresh goroutine with a small stack.
+func (s *Supervisor) packetPathProps(p actor.Producer) *actor.Props {
+	return actor.PropsFromProducer(p, actor.WithDispatcher(s.cfg.dispatch))
+}
+
 // spawnTUNActors spawns one TUN actor per queue, each a supervised child
 // of its own, so a panic in one restarts only that one.
 func (s *Supervisor) spawnTUNActors(ctx actor.Context) bool {
 	for q, want := range s.cfg.tuns {
 		name := tunQueueName(q)
-		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(newTUNActor(s.cfg, q)), name)
+		pid, err := ctx.SpawnNamed(s.packetPathProps(newTUNActor(s.cfg, q)), name)
 		if err == nil && !pid.Equal(want) {
 			err = fmt.Errorf("spawned at %v, expected at %v", pid, want)
 		}
@@ -252,7 +259,7 @@ func (s *Supervisor) admit(ctx actor.Context, conn net.Conn) {
 		return
 	}
 	stats := newSessionStats(client, time.Now())
-	pid := ctx.Spawn(actor.PropsFromProducer(newSession(s.cfg, conn, stats, s.reply), actor.WithDispatcher(s.cfg.dispatch)))
+	pid := ctx.Spawn(s.packetPathProps(newSession(s.cfg, conn, stats, s.reply)))
 	e := &sessionEntry{pid: pid, stats: stats, source: src}
 	s.sessions[pid.Id] = e
 	s.order = append(s.order, e)
