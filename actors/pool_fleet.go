@@ -525,10 +525,12 @@ func (p *AddressPool) onBlockClaimed(ctx actor.Context, op *fleetOp) {
 	for _, w := range p.waitsAt(stageBlock) {
 		switch {
 		case fl.waits[w.req.Session.Id] != w || w.stage != stageBlock:
-		case fl.readOnly:
-			p.denyFleet(ctx, w, "the fleet's etcd cannot be reached safely")
 		default:
-			p.fresh(ctx, w)
+			// advance, not fresh: while the block was being claimed the
+			// watch may have told us that this client is bound elsewhere
+			// (it moved here from a live node), and a fresh address bound
+			// over that record would cost the client its address.
+			p.advance(ctx, w)
 		}
 	}
 }
