@@ -18,7 +18,8 @@ package actors
 // touch are protoactor's rules as before (one turn of a mailbox at a time).
 
 import (
-	"sync"
+	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,24 +35,43 @@ const workerLinger = 2 * time.Second
 const dispatchThroughput = 300
 
 // workerDispatcher is an actor.Dispatcher with a pool of parked workers.
+// It counts its workers with an atomic rather than a sync.WaitGroup: a
+// live actor may schedule a turn while stop is waiting (a wedged server
+// being closed), and a WaitGroup forbids an Add racing its Wait.
 type workerDispatcher struct {
-	work chan func()   // unbuffered: a send succeeds only into a waiting worker
-	quit chan struct{} // closed by stop: waiting workers exit
-	wg   sync.WaitGroup
+	work    chan func()   // unbuffered: a send succeeds only into a waiting worker
+	quit    chan struct{} // closed by stop: waiting workers exit
+	live    atomic.Int64  // workers started and not yet exited
+	exited  chan struct{} // a token each time a worker exits after stop began
+	stopped atomic.Bool
 }
 
 var _ actor.Dispatcher = (*workerDispatcher)(nil)
 
 func newWorkerDispatcher() *workerDispatcher {
-	return &workerDispatcher{work: make(chan func()), quit: make(chan struct{})}
+	return &workerDispatcher{work: make(chan func()), quit: make(chan struct{}), exited: make(chan struct{}, 1)}
 }
 
-// stop ends the waiting workers and waits for every worker to exit, so a
-// closed server leaves no goroutine behind. A turn scheduled after it
-// still runs, on a worker that exits at once.
-func (d *workerDispatcher) stop() {
+// stop ends the waiting workers and waits up to limit for every worker to
+// exit, so a closed server leaves no goroutine behind; a worker stuck in a
+// turn (a wedged actor) cannot be waited for, and stop returns an error
+// naming how many are left rather than hanging its caller. A turn
+// scheduled after stop still runs, on a worker that exits at once.
+func (d *workerDispatcher) stop(limit time.Duration) error {
+	if d.stopped.Swap(true) {
+		return nil
+	}
 	close(d.quit)
-	d.wg.Wait()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for d.live.Load() > 0 {
+		select {
+		case <-d.exited:
+		case <-deadline.C:
+			return fmt.Errorf("%d actor worker goroutines still busy after %v", d.live.Load(), limit)
+		}
+	}
+	return nil
 }
 
 // Schedule hands fn (one mailbox turn) to a waiting worker, or to a new
@@ -60,7 +80,7 @@ func (d *workerDispatcher) Schedule(fn func()) {
 	select {
 	case d.work <- fn:
 	default:
-		d.wg.Add(1)
+		d.live.Add(1)
 		go d.worker(fn)
 	}
 }
@@ -71,7 +91,7 @@ func (d *workerDispatcher) Throughput() int { return dispatchThroughput }
 // worker runs turns until none has come for workerLinger or the
 // dispatcher stops.
 func (d *workerDispatcher) worker(fn func()) {
-	defer d.wg.Done()
+	defer d.exit()
 	t := time.NewTimer(workerLinger)
 	defer t.Stop()
 	for {
@@ -84,6 +104,18 @@ func (d *workerDispatcher) worker(fn func()) {
 			return
 		case <-d.quit:
 			return
+		}
+	}
+}
+
+// exit counts a worker out and, once stop has begun, wakes stop to look
+// at the count again (one token is enough: stop re-reads the count).
+func (d *workerDispatcher) exit() {
+	d.live.Add(-1)
+	if d.stopped.Load() {
+		select {
+		case d.exited <- struct{}{}:
+		default:
 		}
 	}
 }

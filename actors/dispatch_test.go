@@ -3,7 +3,19 @@ package actors
 import (
 	"sync"
 	"testing"
+	"time"
 )
+
+// stopOrFail stops d and fails t if a worker is left.
+func stopOrFail(t *testing.T, d *workerDispatcher) {
+	t.Helper()
+	if err := d.stop(10 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if n := d.live.Load(); n != 0 {
+		t.Fatalf("%d workers left after stop", n)
+	}
+}
 
 // Every scheduled turn runs exactly once, whether a worker was waiting or
 // not, and stop leaves no worker behind.
@@ -24,7 +36,7 @@ func TestWorkerDispatcherRunsEveryTurn(t *testing.T) {
 				d.Schedule(func() { ran[i]++; wg.Done() })
 			}
 			wg.Wait()
-			d.stop()
+			stopOrFail(t, d)
 			for i, n := range ran {
 				if n != 1 {
 					t.Fatalf("turn %d ran %d times, want 1", i, n)
@@ -38,7 +50,7 @@ func TestWorkerDispatcherRunsEveryTurn(t *testing.T) {
 // goroutines) must not hold up the turns of other mailboxes.
 func TestWorkerDispatcherBusyWorkerDoesNotBlockOthers(t *testing.T) {
 	d := newWorkerDispatcher()
-	defer d.stop()
+	defer stopOrFail(t, d)
 	release, blocked := make(chan struct{}), make(chan struct{})
 	d.Schedule(func() { close(blocked); <-release })
 	<-blocked
@@ -55,9 +67,63 @@ func TestWorkerDispatcherAfterStop(t *testing.T) {
 	first := make(chan struct{})
 	d.Schedule(func() { close(first) })
 	<-first
-	d.stop()
+	stopOrFail(t, d)
 	done := make(chan struct{})
 	d.Schedule(func() { close(done) })
 	<-done
-	d.wg.Wait() // the late worker exits at once: it sees quit closed
+	for d.live.Load() > 0 { // the late worker exits at once: it sees quit closed
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the late worker did not exit")
+		}
+	}
+}
+
+// A worker stuck in a turn (a wedged actor) makes stop give up at its
+// limit with an error instead of hanging Close; once the turn ends the
+// worker exits.
+func TestWorkerDispatcherStopGivesUpOnAStuckTurn(t *testing.T) {
+	d := newWorkerDispatcher()
+	release, blocked := make(chan struct{}), make(chan struct{})
+	d.Schedule(func() { close(blocked); <-release })
+	<-blocked
+	if err := d.stop(10 * time.Millisecond); err == nil {
+		t.Fatal("stop returned nil with a turn still running")
+	}
+	close(release)
+	for d.live.Load() > 0 {
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the stuck worker did not exit after its turn ended")
+		}
+	}
+}
+
+// Turns scheduled while stop waits (live actors of a server being closed)
+// all run, and stop still returns once they are done: no WaitGroup misuse
+// for the race detector to find.
+func TestWorkerDispatcherScheduleDuringStop(t *testing.T) {
+	d := newWorkerDispatcher()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for range 100 {
+				ran := make(chan struct{})
+				d.Schedule(func() { close(ran) })
+				<-ran
+			}
+		}()
+	}
+	close(start)
+	err := d.stop(10 * time.Second)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
 }

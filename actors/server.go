@@ -60,7 +60,7 @@ func Start(cfg Config) (*Server, error) {
 	root, err := sys.Root.SpawnNamed(props, rootName)
 	if err != nil {
 		sys.Shutdown()
-		sh.dispatch.stop()
+		_ = sh.dispatch.stop(stopWait) // the error above says what failed
 		return nil, fmt.Errorf("failed to spawn supervisor: %w", err)
 	}
 	srv := &Server{system: sys, root: root, cfg: sh}
@@ -69,7 +69,7 @@ func Start(cfg Config) (*Server, error) {
 	// sent to them from now on is a dead letter.
 	if _, err := srv.ask(root, &statusQuery{}); err != nil {
 		sys.Shutdown()
-		sh.dispatch.stop()
+		_ = sh.dispatch.stop(stopWait) // the error above says what failed
 		return nil, fmt.Errorf("failed to start the actors: %w", err)
 	}
 	return srv, nil
@@ -148,7 +148,9 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("failed to stop the supervisor within %v", stopWait)
 		}
 		s.system.Shutdown()
-		s.cfg.dispatch.stop()
+		if err := s.cfg.dispatch.stop(stopWait); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("failed to stop the actors: %w", err)
+		}
 	})
 	return s.closeErr
 }
