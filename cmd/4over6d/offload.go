@@ -13,6 +13,7 @@ type offloadCollector struct {
 	enabled                     bool
 	stats                       func() tun.OffloadStats
 	on, packets, segs, malforms *prometheus.Desc
+	udpPackets, udpSegs         *prometheus.Desc
 }
 
 func newOffloadCollector(enabled bool, stats func() tun.OffloadStats) *offloadCollector {
@@ -20,9 +21,12 @@ func newOffloadCollector(enabled bool, stats func() tun.OffloadStats) *offloadCo
 		enabled:  enabled,
 		stats:    stats,
 		on:       prometheus.NewDesc("fourover6d_tun_offload_enabled", "1 if the TUN runs with checksum and TCP segmentation offload.", nil, nil),
-		packets:  prometheus.NewDesc("fourover6d_tun_gso_packets_total", "TCP GSO packets crossing the TUN, by direction (read: split for clients, write: merged from clients).", []string{"direction"}, nil),
+		packets:  prometheus.NewDesc("fourover6d_tun_gso_packets_total", "GSO packets (TCP, and UDP where the kernel offers UDP segmentation) crossing the TUN, by direction (read: split for clients, write: merged from clients).", []string{"direction"}, nil),
 		segs:     prometheus.NewDesc("fourover6d_tun_gso_segments_total", "Packets carried inside those GSO packets, by direction.", []string{"direction"}, nil),
 		malforms: prometheus.NewDesc("fourover6d_tun_offload_malformed_total", "Packets from the kernel that could not be split or checksummed, dropped.", nil, nil),
+		udpPackets: prometheus.NewDesc("fourover6d_tun_udp_gso_writes_total",
+			"The part of the GSO writes that merged clients' UDP datagrams into one packet (UDP segmentation offload).", nil, nil),
+		udpSegs: prometheus.NewDesc("fourover6d_tun_udp_gso_datagrams_total", "Client UDP datagrams merged into those writes.", nil, nil),
 	}
 }
 
@@ -32,6 +36,8 @@ func (c *offloadCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.segs
 	ch <- c.malforms
+	ch <- c.udpPackets
+	ch <- c.udpSegs
 }
 
 // Collect reads the device's counters.
@@ -47,6 +53,8 @@ func (c *offloadCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.segs, prometheus.CounterValue, float64(s.SegmentsRead), "read")
 	ch <- prometheus.MustNewConstMetric(c.segs, prometheus.CounterValue, float64(s.SegmentsWritten), "write")
 	ch <- prometheus.MustNewConstMetric(c.malforms, prometheus.CounterValue, float64(s.Malformed))
+	ch <- prometheus.MustNewConstMetric(c.udpPackets, prometheus.CounterValue, float64(s.UDPGSOWrites))
+	ch <- prometheus.MustNewConstMetric(c.udpSegs, prometheus.CounterValue, float64(s.UDPSegmentsWritten))
 }
 
 // sumOffloadStats adds up the counters of every TUN queue: each queue has
@@ -60,6 +68,8 @@ func sumOffloadStats(queues []*tun.Linux) tun.OffloadStats {
 		sum.GSOWrites += s.GSOWrites
 		sum.SegmentsWritten += s.SegmentsWritten
 		sum.Malformed += s.Malformed
+		sum.UDPGSOWrites += s.UDPGSOWrites
+		sum.UDPSegmentsWritten += s.UDPSegmentsWritten
 	}
 	return sum
 }
