@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/4over6d/4over6d/tun"
@@ -145,6 +146,8 @@ func (c Config) validate() error {
 		return errors.New("config: no listener")
 	case c.Device == nil:
 		return errors.New("config: no TUN device")
+	case slices.Contains(c.Queues, nil):
+		return errors.New("config: a TUN queue is nil")
 	case c.Queues[0] != c.Device:
 		return errors.New("config: Device is not the first of Queues")
 	case !c.Pool.IsValid() || !c.Pool.Addr().Is4():

@@ -192,6 +192,7 @@ func TestConfigQueues(t *testing.T) {
 		{"queues only", Config{Queues: []tun.Device{a, b}}, 2, false},
 		{"both", Config{Device: a, Queues: []tun.Device{a, b}}, 2, false},
 		{"device not first", Config{Device: b, Queues: []tun.Device{a, b}}, 2, true},
+		{"a nil queue", Config{Device: a, Queues: []tun.Device{a, nil}}, 2, true},
 	}
 	for _, tt := range tests {
 		c := tt.cfg
