@@ -219,17 +219,22 @@ func TestCoalesceRefuses(t *testing.T) {
 		{"total length short of the buffer", func(p [][]byte) { p[1] = append(p[1], 0) }},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pkts := base()
-			if n, _, _ := offload.Coalesce(pkts, make([]byte, offload.MaxCoalescedHeader)); n != 2 {
-				t.Fatalf("control: unedited pair merged %d packets, want 2", n)
-			}
-			tt.edit(pkts)
-			n, h, head := offload.Coalesce(pkts, make([]byte, offload.MaxCoalescedHeader))
-			if n != 1 || h != (offload.Header{}) || head != nil {
-				t.Fatalf("Coalesce = %d, %+v, %d header bytes; want 1 packet written as is", n, h, len(head))
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkNotMerged(t, offload.Coalesce, base, tt.edit) })
+	}
+}
+
+// checkNotMerged makes sure that a pair from base merges, and that after
+// edit coalesce writes the first packet as it is.
+func checkNotMerged(t *testing.T, coalesce func([][]byte, []byte) (int, offload.Header, []byte), base func() [][]byte, edit func([][]byte)) {
+	t.Helper()
+	pkts := base()
+	if n, _, _ := coalesce(pkts, make([]byte, offload.MaxCoalescedHeader)); n != 2 {
+		t.Fatalf("control: unedited pair merged %d packets, want 2", n)
+	}
+	edit(pkts)
+	n, h, head := coalesce(pkts, make([]byte, offload.MaxCoalescedHeader))
+	if n != 1 || h != (offload.Header{}) || head != nil {
+		t.Fatalf("coalesce = %d, %+v, %d header bytes; want 1 packet written as is", n, h, len(head))
 	}
 }
 

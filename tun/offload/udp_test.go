@@ -155,18 +155,9 @@ func TestCoalesceUDPRefuses(t *testing.T) {
 		{"truncated", func(p [][]byte) { p[1] = p[1][:30] }},
 		{"total length short of the buffer", func(p [][]byte) { p[1] = append(p[1], 0) }},
 	}
+	base := func() [][]byte { return datagrams(2, 1400) }
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pkts := datagrams(2, 1400)
-			if n, _, _ := offload.CoalesceUDP(pkts, make([]byte, offload.MaxCoalescedHeader)); n != 2 {
-				t.Fatalf("control: unedited pair merged %d datagrams, want 2", n)
-			}
-			tt.edit(pkts)
-			n, h, head := offload.CoalesceUDP(pkts, make([]byte, offload.MaxCoalescedHeader))
-			if n != 1 || h != (offload.Header{}) || head != nil {
-				t.Fatalf("CoalesceUDP = %d, %+v, %d header bytes; want 1 packet written as is", n, h, len(head))
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkNotMerged(t, offload.CoalesceUDP, base, tt.edit) })
 	}
 }
 
