@@ -267,7 +267,10 @@ func TestTUNReaderIsBoundedByRouter(t *testing.T) {
 	}
 
 	// Blocked on the budget again, the reader must still stop on request.
+	// Once it has taken the packet it can only wait for a token (none is
+	// free), so the stop below ends a wait, whichever comes first.
 	dev.Inject(pkt)
+	eventually(t, wait, "the reader takes the packet", func() bool { return dev.Pending() == 0 })
 	close(stop)
 	if err := dev.SetReadDeadline(time.Now()); err != nil {
 		t.Fatal(err)

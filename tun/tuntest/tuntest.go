@@ -87,6 +87,13 @@ func (d *Device) Inject(pkt []byte) {
 	}
 }
 
+// Pending is the number of injected packets no Read has taken yet, so a
+// test can wait for the reader to have a packet in hand (e.g. before it
+// stops the reader) instead of guessing with a sleep.
+func (d *Device) Pending() int {
+	return len(d.in)
+}
+
 // Written delivers a copy of every packet the server wrote, in order, so a
 // test can assert on what reached the kernel.
 func (d *Device) Written() <-chan []byte {
