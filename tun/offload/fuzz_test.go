@@ -106,7 +106,7 @@ func FuzzCoalesceUDP(f *testing.F) {
 			return
 		}
 		pkt := gsoPacket(pkts, n, head)
-		kernelUDPChecksum(t, h, pkt)
+		kernelChecksum(t, h, pkt)
 		for i, s := range split(t, h, pkt, 65535) {
 			if string(s) != string(pkts[i]) {
 				t.Fatalf("datagram %d:\n got %x\nwant %x", i, s, pkts[i])

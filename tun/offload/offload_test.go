@@ -62,16 +62,18 @@ func gsoPacket(pkts [][]byte, n int, head []byte) []byte {
 }
 
 // kernelChecksum does what the kernel does with a NEEDS_CSUM packet before
-// segmenting it in software: complete the seeded checksum.
+// segmenting it in software: complete the seeded checksum (TCP or UDP, by
+// the IPv4 protocol field), and checks it verifies over the whole merged
+// packet.
 func kernelChecksum(t *testing.T, h offload.Header, pkt []byte) {
 	t.Helper()
 	if err := offload.CompleteChecksum(h, pkt); err != nil {
 		t.Fatalf("CompleteChecksum: %v", err)
 	}
-	tcp := pkt[20:]
-	pseudo := append(bytes.Clone(pkt[12:20]), 0, 6, byte(len(tcp)>>8), byte(len(tcp)))
-	if onesSum(pseudo, tcp) != 0xffff {
-		t.Fatalf("merged packet's completed TCP checksum does not verify")
+	l4 := pkt[20:]
+	pseudo := append(bytes.Clone(pkt[12:20]), 0, pkt[9], byte(len(l4)>>8), byte(len(l4)))
+	if onesSum(pseudo, l4) != 0xffff {
+		t.Fatalf("merged packet's completed checksum (protocol %d) does not verify", pkt[9])
 	}
 }
 
