@@ -162,31 +162,25 @@ func open(links *netlink.Handle, cfg Config) ([]*Linux, error) {
 	return devs, nil
 }
 
-// createQueues is create for n queues: the first queue creates the
-// interface, the others attach to it by name with the same flags (the
+// createQueues is create for n queues (a single one without
+// IFF_MULTI_QUEUE): the first queue creates the interface, the others attach to it by name with the same flags (the
 // kernel refuses a queue whose IFF_MULTI_QUEUE or IFF_VNET_HDR differs).
 // TUNSETOFFLOAD is repeated on each queue's descriptor: the kernel keeps
 // the offloads per interface, so the repeats change nothing, but every
 // descriptor then answers for itself. A failure closes the queues opened so
 // far, which removes the interface.
 func createQueues(links *netlink.Handle, name string, mtu int, withOffload bool, n int) ([]*Linux, error) {
-	if n == 1 {
-		dev, err := create(links, name, mtu, withOffload)
-		if err != nil {
-			return nil, err
-		}
-		return []*Linux{dev}, nil
-	}
 	if err := removeStaleLink(links, name); err != nil {
 		return nil, err
 	}
-	first, err := openQueue(links, name, mtu, withOffload, true)
+	multiQueue := n > 1
+	first, err := openQueue(links, name, mtu, withOffload, multiQueue)
 	if err != nil {
 		return nil, err
 	}
 	devs := []*Linux{first}
 	for len(devs) < n {
-		dev, err := openQueue(links, first.name, mtu, first.vnet != nil, true)
+		dev, err := openQueue(links, first.name, mtu, first.vnet != nil, multiQueue)
 		if err == nil && dev.vnet == nil && first.vnet != nil {
 			err = fmt.Errorf("queue %d of TUN %s opened without offloads: %w", len(devs), first.name, dev.offloadErr)
 			dev.file.Close()
