@@ -168,22 +168,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 // pool for its table when it starts, and the TUN actor feeds the Router),
 // each at the PID the others were given, then starts accepting.
 func (s *Supervisor) start(ctx actor.Context) {
-	for _, c := range []struct {
-		name string
-		want *actor.PID
-		p    actor.Producer
-	}{
-		{poolName, s.cfg.pool, newAddressPool(s.cfg)},
-		{routerName, s.cfg.router, newRouter(s.cfg)},
-	} {
-		pid, err := ctx.SpawnNamed(s.packetPathProps(c.p), c.name)
-		if err == nil && !pid.Equal(c.want) {
-			err = fmt.Errorf("spawned at %v, expected at %v", pid, c.want)
-		}
-		if err != nil {
-			s.giveUp(ctx, &GaveUpError{Actor: c.name, Reason: fmt.Sprintf("failed to spawn: %v", err)})
-			return
-		}
+	if !s.spawnAt(ctx, poolName, s.cfg.pool, newAddressPool(s.cfg)) || !s.spawnAt(ctx, routerName, s.cfg.router, newRouter(s.cfg)) {
+		return
 	}
 	if !s.spawnTUNActors(ctx) {
 		return
@@ -206,15 +192,23 @@ func (s *Supervisor) packetPathProps(p actor.Producer) *actor.Props {
 // of its own, so a panic in one restarts only that one.
 func (s *Supervisor) spawnTUNActors(ctx actor.Context) bool {
 	for q, want := range s.cfg.tuns {
-		name := tunQueueName(q)
-		pid, err := ctx.SpawnNamed(s.packetPathProps(newTUNActor(s.cfg, q)), name)
-		if err == nil && !pid.Equal(want) {
-			err = fmt.Errorf("spawned at %v, expected at %v", pid, want)
-		}
-		if err != nil {
-			s.giveUp(ctx, &GaveUpError{Actor: name, Reason: fmt.Sprintf("failed to spawn: %v", err)})
+		if !s.spawnAt(ctx, tunQueueName(q), want, newTUNActor(s.cfg, q)) {
 			return false
 		}
+	}
+	return true
+}
+
+// spawnAt spawns a service actor under name, where the others were told
+// it lives (want); if it cannot, the supervisor gives up and it says false.
+func (s *Supervisor) spawnAt(ctx actor.Context, name string, want *actor.PID, p actor.Producer) bool {
+	pid, err := ctx.SpawnNamed(s.packetPathProps(p), name)
+	if err == nil && !pid.Equal(want) {
+		err = fmt.Errorf("spawned at %v, expected at %v", pid, want)
+	}
+	if err != nil {
+		s.giveUp(ctx, &GaveUpError{Actor: name, Reason: fmt.Sprintf("failed to spawn: %v", err)})
+		return false
 	}
 	return true
 }
