@@ -15,8 +15,8 @@
 // segmentation offload (6.2 on) TUN_F_USO4 with TUN_F_USO6 (the kernel
 // takes them only together), so the kernel segments every other GSO type
 // itself before a read. UDP goes the same way as TCP: Splitter cuts a
-// UDP/IPv4 GSO read into datagrams, and Coalesce merges a run of one
-// flow's equal-sized datagrams into one GSO_UDP_L4 write, when asked to.
+// UDP/IPv4 GSO read into datagrams, and CoalesceUDP merges a run of one
+// flow's equal-sized datagrams into one GSO_UDP_L4 write.
 package offload
 
 import (
@@ -46,7 +46,7 @@ const (
 	GSOUDPL4 = 5
 )
 
-// MaxUDPSegments is the most datagrams Coalesce merges into one UDP GSO
+// MaxUDPSegments is the most datagrams CoalesceUDP merges into one UDP GSO
 // write: the kernel's UDP_MAX_SEGMENTS, 64 before 6.9 and 128 since; the
 // lower value keeps a write valid on every kernel with UDP offload.
 const MaxUDPSegments = 64
